@@ -1,0 +1,191 @@
+"""Recipes: plain YAML whose sections map one to one onto the code they configure.
+
+=========  ===========================================================================
+section    configures
+=========  ===========================================================================
+data       :func:`semseg.engine.build.build_datasets` (where the images come from)
+augment    :func:`semseg.data.transforms.train_augmentation`
+model      :func:`semseg.models.create_model` (``name`` plus that model's own arguments)
+loss       :func:`semseg.losses.build_loss` (class weights)
+train      :class:`semseg.engine.trainer.Trainer` (optimisation and checkpoints)
+=========  ===========================================================================
+
+Unknown or mistyped keys are errors that name the key. ``--set section.key=value`` overrides
+any value from the command line (the value is parsed as YAML).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from semseg.models import model_arguments
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+class RecipeError(ValueError):
+    """A recipe file or override is invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    format: Literal["synthetic", "camvid", "folder", "voc", "cityscapes"] | None = "synthetic"
+    """Dataset layout; None detects it from the folder."""
+    root: str | None = None
+    """Dataset folder (not used by the synthetic data)."""
+    train_split: str = "train"
+    val_split: str = "val"
+    synthetic_train_size: int = Field(512, ge=1)
+    synthetic_val_size: int = Field(64, ge=1)
+    synthetic_image_size: tuple[int, int] = (128, 160)
+    workers: int = Field(0, ge=0)
+    """DataLoader worker processes (0 loads in the main process)."""
+
+
+class AugmentConfig(_Section):
+    crop_size: tuple[int, int] = (128, 160)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    hflip: bool = True
+    photometric: float = Field(0.2, ge=0)
+
+
+class ModelConfig(_Section):
+    """``name`` selects the model; every other key is an argument of that model."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = "unet"
+
+    @model_validator(mode="after")
+    def _known_arguments(self) -> ModelConfig:
+        accepted = model_arguments(self.name)  # raises for an unknown name
+        unknown = sorted(set(self.arguments) - set(accepted))
+        if unknown:
+            options = ", ".join(k for k in accepted if k != "num_classes")
+            raise ValueError(
+                f"model {self.name!r} has no argument(s) {', '.join(unknown)}; "
+                f"it accepts: {options}"
+            )
+        return self
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LossConfig(_Section):
+    class_weights: Literal["median_frequency", "median_frequency_pixels"] | list[float] | None = (
+        None
+    )
+    """None, explicit per-class weights, or median-frequency balancing computed on the train
+    split (``median_frequency``: Eigen and Fergus, over images where the class appears;
+    ``median_frequency_pixels``: over all pixels)."""
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(8, ge=1)
+    """Images per optimisation step in each process."""
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["poly", "cosine", "constant"] = "poly"
+    warmup_steps: int = Field(0, ge=0)
+    val_every: int = Field(1, ge=1)
+    """Validate every this many epochs (and after the last)."""
+    checkpoint_every: int = Field(0, ge=0)
+    """Also write ``last.pt`` every this many steps inside an epoch (0: at epoch ends only)."""
+    freeze_encoder_epochs: int = Field(0, ge=0)
+    """Train with ``model.encoder`` frozen (BatchNorm statistics too) for this many epochs."""
+    encoder_lr_mult: float = Field(1.0, gt=0)
+    """Learning-rate factor of the encoder once unfrozen."""
+    threads: int | None = Field(None, ge=1)
+    """torch intra-op threads (None: PyTorch's default)."""
+    channels_last: bool = False
+
+
+class Recipe(_Section):
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    """A recipe file path, or the name of a shipped recipe in ``recipes/`` (``demo``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return shipped
+    available = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+    raise RecipeError(f"recipe {name_or_path!r}: no such file or shipped recipe ({available})")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=0.01"`` -> (["train", "lr"], 0.01); the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"override {text!r} must look like section.key=value")
+    return key.strip().split("."), yaml.safe_load(value)
+
+
+def load_recipe(
+    name_or_path: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> Recipe:
+    """Read a recipe file (or start from ``base``, e.g. a checkpoint's recipe) and apply
+    ``section.key=value`` overrides.
+
+    Raises:
+        RecipeError: naming the file and the offending key.
+    """
+    source = "recipe"
+    if name_or_path is not None:
+        path = resolve_recipe_path(name_or_path)
+        source = str(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise RecipeError(f"{source}: not valid YAML ({error})") from None
+        if not isinstance(data, dict):
+            raise RecipeError(f"{source}: top level must be a mapping of sections")
+    else:
+        data = dict(base or {})
+    for override in overrides:
+        keys, value = parse_override(override)
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"override {override!r}: {key!r} is not a section")
+        node[keys[-1]] = value
+    return validate_recipe(data, source)
+
+
+def validate_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            key = ".".join(str(part) for part in item["loc"])
+            if item["type"] == "extra_forbidden":
+                problems.append(f"unknown key {key!r}")
+            else:
+                problems.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+        raise RecipeError(f"{source}: " + "; ".join(problems)) from None

@@ -1,0 +1,134 @@
+"""PyTorch datasets over files on disk and over the synthetic road-scene generator.
+
+Both yield ``(image, mask)`` with image ``(3, H, W)`` float32 (normalised) and mask ``(H, W)``
+int64 train ids (``IGNORE_INDEX`` for void). Augmentation is seeded per sample from
+``(seed, epoch, index)``, so an epoch's samples do not depend on worker count or on what ran
+before: a resumed run sees exactly the data an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from semseg.data.formats import SplitFiles
+from semseg.data.io import read_image, read_mask
+from semseg.data.synthetic import SYNTHETIC_LABELS, render_scene
+from semseg.data.transforms import to_tensor
+from semseg.labels import LabelSet
+
+SYNTHETIC_SPLIT_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}
+"""Scene seeds of a synthetic split start here, so splits never share a scene."""
+
+
+class MaskSizeError(ValueError):
+    """A mask does not have the size of its image."""
+
+
+class PairedDataset(Dataset):
+    """Base class: subclasses implement :meth:`read`; this applies augmentation and tensors."""
+
+    labels: LabelSet
+
+    def __init__(self, augmentation: A.Compose | None = None, seed: int = 0) -> None:
+        self.augmentation = augmentation
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draws of ``epoch`` (call before iterating)."""
+        self.epoch = epoch
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``index`` as (H, W, 3) uint8 RGB image and (H, W) uint8 train-id mask."""
+        raise NotImplementedError
+
+    def read_mask(self, index: int) -> np.ndarray:
+        """Only the (H, W) uint8 train-id mask of sample ``index``."""
+        return self.read(index)[1]
+
+    def name(self, index: int) -> str:
+        """A short name of sample ``index`` for reports and output files."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.read(index)
+        if self.augmentation is not None:
+            self.augmentation.set_random_seed(
+                int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+            )
+            out = self.augmentation(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        return to_tensor(image), torch.from_numpy(np.ascontiguousarray(mask)).long()
+
+
+class FileDataset(PairedDataset):
+    """Images and masks listed by a :class:`SplitFiles`."""
+
+    def __init__(
+        self, files: SplitFiles, augmentation: A.Compose | None = None, seed: int = 0
+    ) -> None:
+        super().__init__(augmentation, seed)
+        self.files = files
+        self.labels = files.labels
+
+    def __len__(self) -> int:
+        return len(self.files.samples)
+
+    def name(self, index: int) -> str:
+        return Path(self.files.samples[index].image).stem
+
+    def read_mask(self, index: int) -> np.ndarray:
+        sample = self.files.samples[index]
+        return read_mask(sample.mask, self.labels, colour=self.files.colour_masks)
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        sample = self.files.samples[index]
+        image = read_image(sample.image)
+        mask = read_mask(sample.mask, self.labels, colour=self.files.colour_masks)
+        if image.shape[:2] != mask.shape:
+            raise MaskSizeError(
+                f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "
+                f"{sample.image} is {image.shape[1]}x{image.shape[0]}"
+            )
+        return image, mask
+
+
+class SyntheticDataset(PairedDataset):
+    """``length`` rendered road scenes of ``image_size`` (H, W); split selects the seeds."""
+
+    labels = SYNTHETIC_LABELS
+
+    def __init__(
+        self,
+        split: str,
+        length: int,
+        image_size: tuple[int, int] = (128, 160),
+        augmentation: A.Compose | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(augmentation, seed)
+        if split not in SYNTHETIC_SPLIT_OFFSETS:
+            choices = ", ".join(SYNTHETIC_SPLIT_OFFSETS)
+            raise ValueError(f"synthetic split {split!r} unknown; choose from {choices}")
+        if length < 1:
+            raise ValueError(f"synthetic {split} size must be >= 1, got {length}")
+        self.offset = SYNTHETIC_SPLIT_OFFSETS[split]
+        self.length = length
+        self.image_size = tuple(image_size)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def name(self, index: int) -> str:
+        return f"scene_{self.offset + index:07d}"
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        height, width = self.image_size
+        return render_scene(self.offset + index, height=height, width=width)

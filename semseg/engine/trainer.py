@@ -1,0 +1,318 @@
+"""The training loop: epochs of per-pixel cross-entropy, periodic validation, checkpoints.
+
+Reproducibility: the sample order of epoch ``e`` and every augmentation draw depend only on
+``(seed, e, index)``, and the torch RNG (dropout) is re-seeded from ``(seed, e, step)`` before
+each step. A run resumed from any checkpoint therefore replays exactly the steps an
+uninterrupted run would have taken and ends with the same weights.
+
+Files in ``out_dir``: ``last.pt`` (every epoch, and every ``checkpoint_every`` steps),
+``best.pt`` (best validation mIoU), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
+``recipe.yaml`` (the resolved recipe).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from semseg.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from semseg.config import Recipe, validate_recipe
+from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from semseg.engine.build import build_class_weights, build_dataset
+from semseg.engine.evaluate import Evaluation, evaluate
+from semseg.labels import IGNORE_INDEX
+from semseg.losses import SegmentationLoss
+from semseg.models import create_model
+from semseg.visualize import plot_training_curves
+
+
+def derived_seed(*parts: int) -> int:
+    """A 32-bit seed that depends on every part (NumPy's SeedSequence hashing)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def learning_rate_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based) of ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+    if schedule == "poly":
+        return (1.0 - progress) ** 0.9
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+class Trainer:
+    """Trains the model a :class:`Recipe` describes and writes its run folder.
+
+    Args:
+        recipe: the validated recipe.
+        out_dir: run folder (created).
+        resume: continue from ``out_dir/last.pt`` if it exists. The checkpoint's recipe is
+            used; a recipe that differs from it (other than ``train.epochs``) is an error.
+        device: torch device; CUDA when available by default.
+        progress: show progress bars.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        out_dir: str | Path,
+        resume: bool = False,
+        device: str | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.progress = progress
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        checkpoint = None
+        last = self.out_dir / "last.pt"
+        if resume and last.is_file():
+            checkpoint = load_checkpoint(last)
+            recipe = _resumed_recipe(checkpoint, recipe, last)
+        self.recipe = recipe
+        train = recipe.train
+        if train.threads is not None:
+            torch.set_num_threads(train.threads)
+
+        self.train_set = build_dataset(recipe.data, recipe.data.train_split, recipe.augment,
+                                       seed=recipe.seed)  # fmt: skip
+        self.val_set = build_dataset(recipe.data, recipe.data.val_split)
+        self.labels = self.train_set.labels
+        torch.manual_seed(recipe.seed)
+        self.model = create_model(
+            recipe.model.name, self.labels.num_classes, **recipe.model.arguments
+        ).to(self.device)
+        if train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        encoder = getattr(self.model, "encoder", None)
+        if train.freeze_encoder_epochs and encoder is None:
+            raise ValueError(
+                f"train.freeze_encoder_epochs needs a model with an encoder; "
+                f"{recipe.model.name!r} has none"
+            )
+        self.class_weights = (
+            checkpoint["training"]["class_weights"]
+            if checkpoint
+            else build_class_weights(recipe.loss, self.train_set)
+        )
+        self.loss = SegmentationLoss(self.class_weights, IGNORE_INDEX).to(self.device)
+        self.optimizer = self._make_optimizer(encoder)
+        self.steps_per_epoch = max(len(self.train_set) // train.batch_size, 1)
+        self.total_steps = self.steps_per_epoch * train.epochs
+        self.state: dict[str, Any] = {
+            "epoch": 0,
+            "step_in_epoch": 0,
+            "global_step": 0,
+            "best_miou": -1.0,
+            "history": [],
+            "epoch_loss_sum": 0.0,
+        }
+        if checkpoint is not None:
+            load_weights(self.model, checkpoint["model"]["state_dict"], str(last),
+                         checkpoint["model"]["name"])  # fmt: skip
+            self.optimizer.load_state_dict(checkpoint["training"]["optimizer"])
+            self.state.update(
+                {k: checkpoint["training"][k] for k in self.state if k in checkpoint["training"]}
+            )
+
+    def _make_optimizer(self, encoder: torch.nn.Module | None) -> torch.optim.Optimizer:
+        train = self.recipe.train
+        encoder_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+        groups = [
+            {"params": [p for p in self.model.parameters() if id(p) in encoder_ids],
+             "lr": train.lr * train.encoder_lr_mult},
+            {"params": [p for p in self.model.parameters() if id(p) not in encoder_ids],
+             "lr": train.lr},
+        ]  # fmt: skip
+        groups = [g for g in groups if g["params"]]
+        for group in groups:
+            group["base_lr"] = group["lr"]
+        if train.optimizer == "sgd":
+            return torch.optim.SGD(groups, momentum=train.momentum, weight_decay=train.weight_decay)
+        return torch.optim.AdamW(groups, weight_decay=train.weight_decay)
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        """Sample indices of ``epoch``'s steps, in order (full batches only)."""
+        generator = torch.Generator().manual_seed(derived_seed(self.recipe.seed, epoch))
+        order = torch.randperm(len(self.train_set), generator=generator).tolist()
+        batch = min(self.recipe.train.batch_size, len(order))
+        return order[: self.steps_per_epoch * batch]
+
+    def _set_encoder_frozen(self, frozen: bool) -> None:
+        encoder = getattr(self.model, "encoder", None)
+        if encoder is None:
+            return
+        for parameter in encoder.parameters():
+            parameter.requires_grad_(not frozen)
+        if frozen:
+            encoder.eval()  # keeps BatchNorm running statistics fixed
+
+    def checkpoint_payload(self) -> dict[str, Any]:
+        return {
+            "model": {
+                "name": self.recipe.model.name,
+                "arguments": self.recipe.model.arguments,
+                "state_dict": self.model.state_dict(),
+            },
+            "labels": self.labels.to_dict(),
+            "ignore_index": IGNORE_INDEX,
+            "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+            "recipe": self.recipe.to_dict(),
+            "training": {
+                **self.state,
+                "optimizer": self.optimizer.state_dict(),
+                "class_weights": self.class_weights,
+            },
+        }
+
+    def fit(self) -> Evaluation | None:
+        """Train until ``train.epochs``; returns the last validation result."""
+        train = self.recipe.train
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict()))
+        evaluation = None
+        while self.state["epoch"] < train.epochs:
+            epoch = self.state["epoch"]
+            mean_loss, images_per_s = self._train_epoch(epoch)
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "step": self.state["global_step"],
+                "train_loss": mean_loss,
+                "lr": self.optimizer.param_groups[-1]["lr"],
+                "images_per_s": images_per_s,
+            }
+            self.state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0)
+            self.state["history"].append(record)
+            if (epoch + 1) % train.val_every == 0 or epoch + 1 == train.epochs:
+                evaluation = self.validate()
+                scores = evaluation.to_dict(self.labels)
+                record["val"] = {k: v for k, v in scores.items() if k != "confusion_matrix"}
+                if scores["miou"] > self.state["best_miou"]:
+                    self.state["best_miou"] = scores["miou"]
+                    save_checkpoint(self.out_dir / "best.pt", self.checkpoint_payload())
+            save_checkpoint(self.out_dir / "last.pt", self.checkpoint_payload())
+            self._write_logs()
+        return evaluation
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float]:
+        train = self.recipe.train
+        self.train_set.set_epoch(epoch)
+        order = self.epoch_order(epoch)
+        start_step = self.state["step_in_epoch"]
+        batch = min(train.batch_size, len(order))
+        loader = DataLoader(
+            self.train_set,
+            batch_size=batch,
+            sampler=order[start_step * batch :],
+            num_workers=self.recipe.data.workers,
+            drop_last=True,
+        )
+        self.model.train()
+        self._set_encoder_frozen(epoch < train.freeze_encoder_epochs)
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{train.epochs}",
+            total=self.steps_per_epoch,
+            initial=start_step,
+            disable=not self.progress,
+            leave=False,
+        )
+        started, seen = time.perf_counter(), 0
+        for step, (images, masks) in enumerate(bar, start=start_step):
+            loss = self._train_step(epoch, step, images, masks)
+            self.state["epoch_loss_sum"] += loss
+            self.state["global_step"] += 1
+            self.state["step_in_epoch"] = step + 1
+            seen += images.shape[0]
+            rate = seen / (time.perf_counter() - started)
+            bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.1f}")
+            if train.checkpoint_every and (step + 1) % train.checkpoint_every == 0:
+                save_checkpoint(self.out_dir / "last.pt", self.checkpoint_payload())
+        bar.close()
+        elapsed = time.perf_counter() - started
+        mean_loss = self.state["epoch_loss_sum"] / self.steps_per_epoch
+        return mean_loss, seen / elapsed if elapsed > 0 else 0.0
+
+    def _train_step(
+        self, epoch: int, step: int, images: torch.Tensor, masks: torch.Tensor
+    ) -> float:
+        train = self.recipe.train
+        factor = learning_rate_factor(
+            self.state["global_step"], self.total_steps, train.schedule, train.warmup_steps
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        torch.manual_seed(derived_seed(self.recipe.seed, epoch, step))
+        memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+        images = images.to(self.device, memory_format=memory_format)
+        masks = masks.to(self.device)
+        loss = self.loss(self.model(images), masks)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss is {loss.item()} at epoch {epoch + 1} step {step + 1}; "
+                "lower train.lr or check the data"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+    def validate(self) -> Evaluation:
+        loader = DataLoader(self.val_set, batch_size=1, num_workers=self.recipe.data.workers)
+        return evaluate(
+            self.model,
+            loader,
+            self.labels.num_classes,
+            IGNORE_INDEX,
+            progress=self.progress,
+            description="validate",
+        )
+
+    def _write_logs(self) -> None:
+        lines = "".join(json.dumps(record) + "\n" for record in self.state["history"])
+        temporary = self.out_dir / "metrics.jsonl.tmp"
+        temporary.write_text(lines)
+        temporary.replace(self.out_dir / "metrics.jsonl")
+        plot_training_curves(self.state["history"], self.out_dir / "curves.png")
+
+
+def _resumed_recipe(checkpoint: dict[str, Any], recipe: Recipe, source: Path) -> Recipe:
+    """The checkpoint's recipe, with ``train.epochs`` from ``recipe`` (a run may be extended)."""
+    saved = validate_recipe(checkpoint["recipe"], str(source))
+    if saved.model.name != recipe.model.name:
+        raise CheckpointError(
+            f"{source}: checkpoint is of model {saved.model.name!r}, the recipe asks for "
+            f"{recipe.model.name!r}; use another --out folder or the same model"
+        )
+    ours, theirs = _flatten(recipe.to_dict()), _flatten(saved.to_dict())
+    differing = sorted(k for k in ours.keys() | theirs.keys()
+                       if k != "train.epochs" and ours.get(k) != theirs.get(k))  # fmt: skip
+    if differing:
+        raise CheckpointError(
+            f"{source}: cannot resume with a different recipe; these keys differ from the "
+            f"checkpoint's: {', '.join(differing)}"
+        )
+    data = saved.to_dict()
+    data["train"]["epochs"] = recipe.train.epochs
+    return validate_recipe(data, str(source))
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
