@@ -41,9 +41,7 @@ def model_arguments(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in signature.parameters.values()} | {"input_scale": 1.0}
 
 
-def create_model(
-    name: str, num_classes: int, input_scale: float = 1.0, **kwargs: Any
-) -> nn.Module:
+def create_model(name: str, num_classes: int, input_scale: float = 1.0, **kwargs: Any) -> nn.Module:
     """Build model ``name`` with ``num_classes`` outputs.
 
     Args:

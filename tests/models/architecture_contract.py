@@ -1,0 +1,161 @@
+"""What every segmentation architecture must do; each architecture's test subclasses this.
+
+A subclass names the model and a tiny configuration, for example::
+
+    class TestUNet(ArchitectureContract):
+        model_name = "unet"
+        model_kwargs: ClassVar = {"base_channels": 4, "depth": 2}
+
+and pytest runs every ``test_*`` method below for it (``ClassVar`` keeps ruff's RUF012 quiet
+about a mutable class attribute). This class's own name does not start
+with ``Test``, so pytest does not collect it by itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.export import Dim
+
+from semseg.models import create_model, model_arguments
+
+ODD_SIZE = (97, 131)
+"""A size that is a multiple of no output stride: exercises padding and cropping."""
+
+
+class ArchitectureContract:
+    model_name: ClassVar[str]
+    model_kwargs: ClassVar[dict[str, Any]] = {}
+    num_classes: ClassVar[int] = 3
+    input_size: ClassVar[tuple[int, int]] = (32, 48)
+    has_encoder: ClassVar[bool] = True
+
+    def build(self) -> nn.Module:
+        torch.manual_seed(0)
+        return create_model(self.model_name, self.num_classes, **self.model_kwargs)
+
+    def images(self, batch: int, size: tuple[int, int], seed: int = 1) -> torch.Tensor:
+        """(batch, in_channels, *size) float32 standard normal images."""
+        in_channels = self.model_kwargs.get("in_channels", 3)
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randn(batch, in_channels, *size, generator=generator)
+
+    def test_every_argument_but_num_classes_has_a_default(self) -> None:
+        arguments = model_arguments(self.model_name)
+        assert "num_classes" in arguments
+        required = [
+            k for k, v in arguments.items() if v is inspect.Parameter.empty and k != "num_classes"
+        ]
+        assert required == []
+
+    @pytest.mark.parametrize("size_name", ["input_size", "odd"])
+    def test_logits_have_input_resolution(self, size_name: str) -> None:
+        size = self.input_size if size_name == "input_size" else ODD_SIZE
+        model = self.build().eval()
+        with torch.no_grad():
+            logits = model(self.images(2, size))
+        assert logits.shape == (2, self.num_classes, *size)
+        assert logits.dtype == torch.float32
+        assert torch.isfinite(logits).all()
+
+    def test_backward_gives_finite_gradients_to_every_trainable_parameter(self) -> None:
+        model = self.build().train()
+        images = self.images(2, ODD_SIZE).requires_grad_()
+        target = torch.randint(0, self.num_classes, (2, *ODD_SIZE))
+        F.cross_entropy(model(images), target).backward()
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                assert parameter.grad is not None, f"{name} gets no gradient"
+                assert torch.isfinite(parameter.grad).all(), f"{name} has a non-finite gradient"
+        assert images.grad is not None
+        assert images.grad.abs().sum() > 0
+
+    def test_bottom_right_logits_depend_on_the_image(self) -> None:
+        # Fails when padding to the output stride and cropping back leave the last row or
+        # column of logits filled with constants.
+        model = self.build().eval()
+        images = self.images(1, ODD_SIZE).requires_grad_()
+        model(images)[..., -1, -1].sum().backward()
+        assert images.grad is not None
+        assert images.grad[..., -8:, -8:].abs().sum() > 0
+
+    def test_eval_forward_is_deterministic_and_per_sample(self) -> None:
+        model = self.build().eval()
+        images = self.images(3, self.input_size)
+        with torch.no_grad():
+            first, second = model(images), model(images)
+            alone = model(images[1:2])
+        assert torch.equal(first, second)
+        # Eval mode must not use batch statistics: a sample's logits ignore its batch mates.
+        torch.testing.assert_close(alone, first[1:2], rtol=1e-4, atol=1e-5)
+
+    def test_trains_with_batch_size_one(self) -> None:
+        model = self.build().train()
+        target = torch.randint(0, self.num_classes, (1, *self.input_size))
+        logits = model(self.images(1, self.input_size))
+        F.cross_entropy(logits, target).backward()
+        assert logits.shape == (1, self.num_classes, *self.input_size)
+
+    def test_encoder_is_a_freezable_submodule(self) -> None:
+        model = self.build()
+        if not self.has_encoder:
+            pytest.skip(f"{self.model_name} has no encoder")
+        assert isinstance(model.encoder, nn.Module)
+        encoder_ids = {id(p) for p in model.encoder.parameters()}
+        assert encoder_ids, "the encoder has no parameters"
+        assert encoder_ids < {id(p) for p in model.parameters()}
+        model.encoder.requires_grad_(False)
+        logits = model.train()(self.images(2, self.input_size))
+        logits.sum().backward()
+        for name, parameter in model.named_parameters():
+            assert (parameter.grad is None) == (id(parameter) in encoder_ids), name
+
+    def test_torch_export_with_dynamic_size_matches_eager(self) -> None:
+        model = self.build().eval()
+        dynamic = {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}
+        exported = torch.export.export(
+            model, (self.images(2, self.input_size),), dynamic_shapes=(dynamic,)
+        )
+        images = self.images(3, ODD_SIZE, seed=2)
+        with torch.no_grad():
+            expected = model(images)
+        torch.testing.assert_close(exported.module()(images), expected, rtol=1e-4, atol=1e-5)
+
+    def test_onnx_export_with_dynamic_size_matches_eager(self, tmp_path: Path) -> None:
+        model = self.build().eval()
+        path = tmp_path / "model.onnx"
+        axes = {0: "batch", 2: "height", 3: "width"}
+        with warnings.catch_warnings():
+            # The TorchScript-based exporter warns that it is deprecated; the dynamo exporter
+            # needs onnxscript, which this project does not install.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model,
+                (self.images(2, self.input_size),),
+                str(path),
+                dynamo=False,
+                opset_version=17,
+                input_names=["images"],
+                output_names=["logits"],
+                dynamic_axes={"images": axes, "logits": axes},
+            )
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        images = self.images(1, ODD_SIZE, seed=2)
+        (logits,) = session.run(None, {"images": images.numpy()})
+        with torch.no_grad():
+            expected = model(images).numpy()
+        assert logits.shape == expected.shape
+        assert np.abs(logits - expected).max() < 1e-4
+
+    def test_create_model_names_an_unknown_argument(self) -> None:
+        with pytest.raises(ValueError, match="no_such_argument"):
+            create_model(self.model_name, self.num_classes, no_such_argument=1)
