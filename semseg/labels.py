@@ -39,10 +39,16 @@ class LabelSet:
     void_colour: tuple[int, int, int] = (0, 0, 0)
 
     def __post_init__(self) -> None:
+        if not self.names:
+            raise ValueError("label set has no classes")
         if len(self.names) != len(self.colours):
             raise ValueError(
                 f"label set has {len(self.names)} names but {len(self.colours)} colours"
             )
+        owners = (*self.names, "void")
+        for owner, colour in zip(owners, (*self.colours, self.void_colour), strict=True):
+            if len(colour) != 3 or not all(0 <= v <= 255 for v in colour):
+                raise ValueError(f"colour of {owner!r} is {colour}, expected 3 values in 0..255")
         if not self.raw_to_train:
             object.__setattr__(self, "raw_to_train", {i: i for i in range(len(self.names))})
         for raw, train in self.raw_to_train.items():

@@ -58,12 +58,23 @@ class PairedDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.read(index)
         if self.augmentation is not None:
-            self.augmentation.set_random_seed(
-                int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
-            )
+            _seed(self.augmentation, np.random.SeedSequence([self.seed, self.epoch, index]))
             out = self.augmentation(image=image, mask=mask)
             image, mask = out["image"], out["mask"]
         return to_tensor(image), torch.from_numpy(np.ascontiguousarray(mask)).long()
+
+
+def _seed(transform: A.BaseCompose | A.BasicTransform, seeds: np.random.SeedSequence) -> None:
+    """Seed ``transform`` and, with seeds of their own, every transform inside it.
+
+    ``Compose.set_random_seed`` hands one seed to all its children, so their draws coincide:
+    the flip would be decided by the same number as the scale factor and the crop position.
+    """
+    transform.set_random_seed(int(seeds.generate_state(1)[0]))
+    if isinstance(transform, A.BaseCompose):
+        children = transform.transforms
+        for child, child_seeds in zip(children, seeds.spawn(len(children)), strict=True):
+            _seed(child, child_seeds)
 
 
 class FileDataset(PairedDataset):

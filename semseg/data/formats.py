@@ -83,6 +83,8 @@ def folder(root: Path, split: str) -> SplitFiles:
     if not spec_path.is_file():
         raise DatasetError(f"{spec_path}: missing; a folder dataset declares its classes there")
     spec = yaml.safe_load(spec_path.read_text()) or {}
+    if not isinstance(spec, dict):
+        raise DatasetError(f"{spec_path}: expected a mapping with 'classes', got {spec!r}")
     unknown = set(spec) - {"classes", "masks", "void", "void_colour"}
     if unknown:
         raise DatasetError(f"{spec_path}: unknown key(s) {sorted(unknown)}")
@@ -98,13 +100,16 @@ def folder(root: Path, split: str) -> SplitFiles:
     if mask_kind not in ("index", "colour"):
         raise DatasetError(f"{spec_path}: masks must be 'index' or 'colour', got {mask_kind!r}")
     raw_to_train = {i: i for i in range(len(names))}
-    raw_to_train.update({int(v): IGNORE_INDEX for v in spec.get("void", [])})
-    labels = LabelSet(
-        names=names,
-        colours=colours,
-        raw_to_train=raw_to_train,
-        void_colour=tuple(spec.get("void_colour", (0, 0, 0))),
-    )
+    try:
+        raw_to_train.update({int(v): IGNORE_INDEX for v in spec.get("void", [])})
+        labels = LabelSet(
+            names=names,
+            colours=colours,
+            raw_to_train=raw_to_train,
+            void_colour=tuple(spec.get("void_colour", (0, 0, 0))),
+        )
+    except (TypeError, ValueError) as error:
+        raise DatasetError(f"{spec_path}: {error}") from None
     samples = _pair_by_stem(_images_in(root / split / "images"), root / split / "masks")
     return SplitFiles(samples, labels, colour_masks=mask_kind == "colour")
 

@@ -18,8 +18,8 @@ class ImageReadError(OSError):
 
 def _open(path: Path) -> Image.Image:
     try:
-        image = Image.open(path)
-        image.load()  # decode now: a truncated file fails here, not later in a worker
+        with Image.open(path) as image:  # the block closes the file, also when decoding fails
+            image.load()  # decode now: a truncated file fails here, not later in a worker
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
@@ -28,8 +28,8 @@ def _open(path: Path) -> Image.Image:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8 RGB (greyscale and RGBA are converted)."""
-    return np.asarray(_open(Path(path)).convert("RGB"))
+    """Read an image as (H, W, 3) uint8 RGB (greyscale and RGBA are converted), writable."""
+    return np.array(_open(Path(path)).convert("RGB"))
 
 
 def read_mask(path: str | Path, labels: LabelSet, colour: bool = False) -> np.ndarray:

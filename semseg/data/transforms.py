@@ -43,7 +43,8 @@ def train_augmentation(
             A.RandomScale(
                 scale_limit=(low - 1.0, high - 1.0),
                 interpolation=cv2.INTER_LINEAR,
-                mask_interpolation=cv2.INTER_NEAREST,
+                # pixel-centre aligned like INTER_LINEAR; INTER_NEAREST lags by up to a pixel
+                mask_interpolation=cv2.INTER_NEAREST_EXACT,
                 p=1.0,
             )
         )
