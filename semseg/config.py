@@ -91,7 +91,9 @@ class LossConfig(_Section):
 class TrainConfig(_Section):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(8, ge=1)
-    """Images per optimisation step in each process."""
+    """Images per optimisation step in each process. Under torchrun the global batch of a step
+    is ``world_size * batch_size`` (processes x this); ``lr`` is not rescaled with it (see
+    docs/distributed.md)."""
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -109,6 +111,13 @@ class TrainConfig(_Section):
     threads: int | None = Field(None, ge=1)
     """torch intra-op threads (None: PyTorch's default)."""
     channels_last: bool = False
+    sync_batchnorm: bool = False
+    """Under torchrun on GPUs, BatchNorm statistics over the global batch (SyncBatchNorm)
+    instead of each process's batch; no effect in a single process. Needs CUDA (NCCL)."""
+    amp: Literal["bf16", "fp16"] | None = None
+    """Mixed precision: autocast forward and loss to bfloat16 or float16 (float16 with a
+    gradient scaler). On CPUs bf16 was faster than float32 on this project's AVX512-BF16 machine,
+    fp16 much slower (a warning)."""
 
 
 class Recipe(_Section):

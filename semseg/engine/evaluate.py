@@ -1,4 +1,9 @@
-"""Scoring a model on a dataset: confusion-matrix metrics and boundary F1."""
+"""Scoring a model on a dataset: confusion-matrix metrics and boundary F1.
+
+Under ``torchrun`` each process scores its shard of the dataset (:func:`evaluate_dataset`) and
+the counts are summed over processes, so every process gets the scores of the whole dataset,
+equal to a single process's.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from semseg.engine import distributed
 from semseg.labels import IGNORE_INDEX, LabelSet
 from semseg.metrics import BoundaryF1, ConfusionMatrix, SegmentationScores
 
@@ -44,7 +50,8 @@ def evaluate(
     """Run ``model`` over ``loader`` (yielding (N,3,H,W) images, (N,H,W) masks) and score it.
 
     The confusion matrix (and boundary F1 accumulators) are summed across processes when
-    ``torch.distributed`` is initialised, so each process may see a disjoint shard.
+    ``torch.distributed`` is initialised, so each process may see a disjoint shard; every
+    process must call this (a collective).
     """
     was_training = model.training
     model.eval()
@@ -63,3 +70,31 @@ def evaluate(
     boundary_f1.all_reduce()
     bf = boundary_f1.compute()
     return Evaluation(confusion.compute(), bf.mean, bf.per_class)
+
+
+def evaluate_dataset(
+    model: nn.Module,
+    dataset: Dataset,
+    num_classes: int,
+    ignore_index: int = IGNORE_INDEX,
+    batch_size: int = 1,
+    workers: int = 0,
+    boundary: bool = True,
+    progress: bool = False,
+    description: str = "eval",
+) -> Evaluation:
+    """:func:`evaluate` over ``dataset``, each process scoring its
+    :func:`~semseg.engine.distributed.shard` (indices ``rank::world_size``, none twice, none
+    padded) and the counts summed; a progress bar on rank 0 only."""
+    loader = DataLoader(
+        distributed.shard_dataset(dataset), batch_size=batch_size, num_workers=workers
+    )
+    return evaluate(
+        model,
+        loader,
+        num_classes,
+        ignore_index,
+        boundary=boundary,
+        progress=progress and distributed.is_main_process(),
+        description=description,
+    )

@@ -8,6 +8,13 @@ uninterrupted run would have taken and ends with the same weights.
 Files in ``out_dir``: ``last.pt`` (every epoch, and every ``checkpoint_every`` steps),
 ``best.pt`` (best validation mIoU), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
 ``recipe.yaml`` (the resolved recipe).
+
+Under ``torchrun`` (see :mod:`semseg.engine.distributed`) every process runs this loop on the
+model wrapped in DistributedDataParallel. Each process takes every ``world_size``-th sample of
+the same epoch order, so step ``k``'s global batch is the batch a single process with
+``world_size * batch_size`` would take at step ``k``, and resuming stays exact. Validation is
+sharded the same way and its counts summed over processes. Only rank 0 writes files; every
+process resumes from the same ``last.pt``, which must therefore be on a shared filesystem.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +35,15 @@ from tqdm import tqdm
 from semseg.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
 from semseg.config import Recipe, validate_recipe
 from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from semseg.engine import distributed
 from semseg.engine.build import build_class_weights, build_dataset
-from semseg.engine.evaluate import Evaluation, evaluate
+from semseg.engine.evaluate import Evaluation, evaluate_dataset
 from semseg.labels import IGNORE_INDEX
 from semseg.losses import SegmentationLoss
 from semseg.models import create_model
 from semseg.visualize import plot_training_curves
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def derived_seed(*parts: int) -> int:
@@ -60,8 +71,9 @@ class Trainer:
         out_dir: run folder (created).
         resume: continue from ``out_dir/last.pt`` if it exists. The checkpoint's recipe is
             used; a recipe that differs from it (other than ``train.epochs``) is an error.
-        device: torch device; CUDA when available by default.
-        progress: show progress bars.
+        device: torch device; CUDA when available by default. Under torchrun, this process's
+            device (:func:`semseg.engine.distributed.process_group` chooses it).
+        progress: show progress bars (on rank 0 only).
     """
 
     def __init__(
@@ -73,15 +85,19 @@ class Trainer:
         progress: bool = True,
     ) -> None:
         self.out_dir = Path(out_dir)
-        self.progress = progress
+        self.rank, self.world_size = distributed.get_rank(), distributed.get_world_size()
+        self.is_main = self.rank == 0
+        self.progress = progress and self.is_main
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         checkpoint = None
         last = self.out_dir / "last.pt"
         if resume and last.is_file():
             checkpoint = load_checkpoint(last)
             recipe = _resumed_recipe(checkpoint, recipe, last)
+        _check_same_start(checkpoint, last, self.world_size)
         self.recipe = recipe
         train = recipe.train
+        _check_precision_options(train.sync_batchnorm, train.amp, self.device)
         if train.threads is not None:
             torch.set_num_threads(train.threads)
 
@@ -95,6 +111,8 @@ class Trainer:
         ).to(self.device)
         if train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if train.sync_batchnorm and self.world_size > 1:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         encoder = getattr(self.model, "encoder", None)
         if train.freeze_encoder_epochs and encoder is None:
             raise ValueError(
@@ -108,7 +126,15 @@ class Trainer:
         )
         self.loss = SegmentationLoss(self.class_weights, IGNORE_INDEX).to(self.device)
         self.optimizer = self._make_optimizer(encoder)
-        self.steps_per_epoch = max(len(self.train_set) // train.batch_size, 1)
+        self.scaler = torch.amp.GradScaler(self.device.type) if train.amp == "fp16" else None
+        # The per-process batch shrinks when the train split is smaller than the global batch.
+        self.batch_size = min(train.batch_size, len(self.train_set) // self.world_size)
+        if self.batch_size < 1:
+            raise ValueError(
+                f"the train split has {len(self.train_set)} images, fewer than the "
+                f"{self.world_size} processes"
+            )
+        self.steps_per_epoch = max(len(self.train_set) // (train.batch_size * self.world_size), 1)
         self.total_steps = self.steps_per_epoch * train.epochs
         self.state: dict[str, Any] = {
             "epoch": 0,
@@ -122,9 +148,15 @@ class Trainer:
             load_weights(self.model, checkpoint["model"]["state_dict"], str(last),
                          checkpoint["model"]["name"])  # fmt: skip
             self.optimizer.load_state_dict(checkpoint["training"]["optimizer"])
+            if self.scaler is not None:
+                self.scaler.load_state_dict(checkpoint["training"]["grad_scaler"])
             self.state.update(
                 {k: checkpoint["training"][k] for k in self.state if k in checkpoint["training"]}
             )
+        # Created after the weights are final: DDP copies rank 0's weights to all processes.
+        self.network = distributed.data_parallel(
+            self.model, find_unused_parameters=train.freeze_encoder_epochs > 0
+        )
 
     def _make_optimizer(self, encoder: torch.nn.Module | None) -> torch.optim.Optimizer:
         train = self.recipe.train
@@ -143,11 +175,11 @@ class Trainer:
         return torch.optim.AdamW(groups, weight_decay=train.weight_decay)
 
     def epoch_order(self, epoch: int) -> list[int]:
-        """Sample indices of ``epoch``'s steps, in order (full batches only)."""
+        """Sample indices this process trains on in ``epoch``, in order (full batches only):
+        its :func:`~semseg.engine.distributed.shard` of one permutation all processes share."""
         generator = torch.Generator().manual_seed(derived_seed(self.recipe.seed, epoch))
         order = torch.randperm(len(self.train_set), generator=generator).tolist()
-        batch = min(self.recipe.train.batch_size, len(order))
-        return order[: self.steps_per_epoch * batch]
+        return distributed.shard(order[: self.steps_per_epoch * self.batch_size * self.world_size])
 
     def _set_encoder_frozen(self, frozen: bool) -> None:
         encoder = getattr(self.model, "encoder", None)
@@ -172,15 +204,18 @@ class Trainer:
             "training": {
                 **self.state,
                 "optimizer": self.optimizer.state_dict(),
+                "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "class_weights": self.class_weights,
+                "world_size": self.world_size,
             },
         }
 
     def fit(self) -> Evaluation | None:
         """Train until ``train.epochs``; returns the last validation result."""
         train = self.recipe.train
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict()))
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict()))
         evaluation = None
         while self.state["epoch"] < train.epochs:
             epoch = self.state["epoch"]
@@ -200,17 +235,23 @@ class Trainer:
                 record["val"] = {k: v for k, v in scores.items() if k != "confusion_matrix"}
                 if scores["miou"] > self.state["best_miou"]:
                     self.state["best_miou"] = scores["miou"]
-                    save_checkpoint(self.out_dir / "best.pt", self.checkpoint_payload())
-            save_checkpoint(self.out_dir / "last.pt", self.checkpoint_payload())
-            self._write_logs()
+                    self._save("best.pt")
+            self._save("last.pt")
+            if self.is_main:
+                self._write_logs()
         return evaluation
+
+    def _save(self, name: str) -> None:
+        """Write checkpoint ``out_dir/name`` (rank 0 only)."""
+        if self.is_main:
+            save_checkpoint(self.out_dir / name, self.checkpoint_payload())
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         train = self.recipe.train
         self.train_set.set_epoch(epoch)
         order = self.epoch_order(epoch)
         start_step = self.state["step_in_epoch"]
-        batch = min(train.batch_size, len(order))
+        batch = self.batch_size
         loader = DataLoader(
             self.train_set,
             batch_size=batch,
@@ -234,11 +275,11 @@ class Trainer:
             self.state["epoch_loss_sum"] += loss
             self.state["global_step"] += 1
             self.state["step_in_epoch"] = step + 1
-            seen += images.shape[0]
+            seen += images.shape[0] * self.world_size
             rate = seen / (time.perf_counter() - started)
             bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{rate:.1f}")
             if train.checkpoint_every and (step + 1) % train.checkpoint_every == 0:
-                save_checkpoint(self.out_dir / "last.pt", self.checkpoint_payload())
+                self._save("last.pt")
         bar.close()
         elapsed = time.perf_counter() - started
         mean_loss = self.state["epoch_loss_sum"] / self.steps_per_epoch
@@ -247,34 +288,47 @@ class Trainer:
     def _train_step(
         self, epoch: int, step: int, images: torch.Tensor, masks: torch.Tensor
     ) -> float:
+        """One optimisation step; returns the loss averaged over processes."""
         train = self.recipe.train
         factor = learning_rate_factor(
             self.state["global_step"], self.total_steps, train.schedule, train.warmup_steps
         )
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
-        torch.manual_seed(derived_seed(self.recipe.seed, epoch, step))
+        # Rank 0 draws the dropout masks a single process would; other ranks draw their own.
+        seeds = (self.recipe.seed, epoch, step) + ((self.rank,) if self.rank else ())
+        torch.manual_seed(derived_seed(*seeds))
         memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
         images = images.to(self.device, memory_format=memory_format)
         masks = masks.to(self.device)
-        loss = self.loss(self.model(images), masks)
-        if not torch.isfinite(loss):
+        with torch.autocast(self.device.type, AMP_DTYPES.get(train.amp), enabled=bool(train.amp)):
+            loss = self.loss(self.network(images), masks)
+        # Every process gets the same value, so all of them stop together on a bad loss.
+        mean_loss = distributed.mean_over_processes(loss)
+        if not torch.isfinite(mean_loss):
             raise FloatingPointError(
-                f"loss is {loss.item()} at epoch {epoch + 1} step {step + 1}; "
+                f"loss is {mean_loss.item()} at epoch {epoch + 1} step {step + 1}; "
                 "lower train.lr or check the data"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss.item()
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        return mean_loss.item()
 
     def validate(self) -> Evaluation:
-        loader = DataLoader(self.val_set, batch_size=1, num_workers=self.recipe.data.workers)
-        return evaluate(
+        """Score the model on the validation split (sharded over processes, counts summed)."""
+        distributed.broadcast_buffers(self.model)
+        return evaluate_dataset(
             self.model,
-            loader,
+            self.val_set,
             self.labels.num_classes,
             IGNORE_INDEX,
+            workers=self.recipe.data.workers,
             progress=self.progress,
             description="validate",
         )
@@ -285,6 +339,41 @@ class Trainer:
         temporary.write_text(lines)
         temporary.replace(self.out_dir / "metrics.jsonl")
         plot_training_curves(self.state["history"], self.out_dir / "curves.png")
+
+
+def _check_same_start(checkpoint: dict[str, Any] | None, source: Path, world_size: int) -> None:
+    """All processes must resume from the same step, with the processes that wrote it."""
+    step = checkpoint["training"]["global_step"] if checkpoint is not None else None
+    steps = distributed.gather_objects(step)
+    if len(set(steps)) > 1:
+        found = ", ".join(
+            f"rank {r}: " + ("no checkpoint" if s is None else f"step {s}")
+            for r, s in enumerate(steps)
+        )
+        raise CheckpointError(
+            f"{source}: the processes would resume from different points ({found}); the --out "
+            "folder must be on a filesystem every node shares"
+        )
+    saved = checkpoint["training"].get("world_size", 1) if checkpoint is not None else world_size
+    if saved != world_size:
+        raise CheckpointError(
+            f"{source}: checkpoint written by {saved} process(es), this run has {world_size}; "
+            "train.batch_size is per process, so resume with the same number of processes"
+        )
+
+
+def _check_precision_options(sync_batchnorm: bool, amp: str | None, device: torch.device) -> None:
+    if sync_batchnorm and device.type != "cuda":
+        raise ValueError(
+            f"train.sync_batchnorm needs CUDA devices (NCCL); this run is on {device}, where "
+            "PyTorch has no SyncBatchNorm: set train.sync_batchnorm=false"
+        )
+    if amp == "fp16" and device.type == "cpu":
+        warnings.warn(
+            "train.amp='fp16' on cpu: float16 autocast ran 12-15x slower than float32 on this "
+            "project's CPU; use train.amp=bf16 or null",
+            stacklevel=3,
+        )
 
 
 def _resumed_recipe(checkpoint: dict[str, Any], recipe: Recipe, source: Path) -> Recipe:
