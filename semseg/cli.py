@@ -1,4 +1,4 @@
-"""The ``semseg`` command line: demo, train, evaluate, predict, stats, models."""
+"""The ``semseg`` command line: demo, train, evaluate, predict, export, drivable, stats, models."""
 
 from __future__ import annotations
 
@@ -72,7 +72,10 @@ _overrides_option = click.option(
 @_overrides_option
 @click.argument("more_overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt if present.")
-@click.option("--device", help="torch device (default: cuda if available, else cpu).")
+@click.option(
+    "--device",
+    help="torch device (default: cuda if available, else cpu; cuda:LOCAL_RANK under torchrun).",
+)
 @_friendly_errors
 def train(
     recipe: str,
@@ -84,13 +87,21 @@ def train(
     resume: bool,
     device: str | None,
 ) -> None:
-    """Train a model; keeps OUT/best.pt (val mIoU) and OUT/last.pt."""
+    """Train a model; keeps OUT/best.pt (val mIoU) and OUT/last.pt.
+
+    Under torchrun (torchrun --nproc_per_node=N -m semseg train ...) every process trains with
+    DistributedDataParallel: train.batch_size is per process, rank 0 writes OUT.
+    """
+    from semseg.engine import distributed
     from semseg.engine.trainer import Trainer
 
     config = _recipe_with_data(recipe, overrides + more_overrides, data, data_format)
     out_dir = Path(out or Path("runs") / Path(recipe).stem)
-    trainer = Trainer(config, out_dir, resume=resume, device=device)
-    evaluation = trainer.fit()
+    with distributed.process_group(device) as process_device:
+        trainer = Trainer(config, out_dir, resume=resume, device=str(process_device))
+        evaluation = trainer.fit()
+    if not trainer.is_main:
+        return
     if evaluation is not None:
         from semseg.report import scores_table
 
@@ -104,9 +115,11 @@ def train(
 @_format_option
 @click.option("--split", default="val", show_default=True, help="Split to score (val, test...).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write scores here.")
-@click.option("--batch-size", default=1, show_default=True, help="Images per forward pass.")
+@click.option(
+    "--batch-size", default=1, show_default=True, help="Images per forward pass (per process)."
+)
 @click.option("--no-boundary", is_flag=True, help="Skip the boundary F1 score.")
-@click.option("--device", help="torch device.")
+@click.option("--device", help="torch device (cuda:LOCAL_RANK under torchrun).")
 @_friendly_errors
 def evaluate(
     checkpoint: str,
@@ -118,35 +131,43 @@ def evaluate(
     no_boundary: bool,
     device: str | None,
 ) -> None:
-    """Score a checkpoint: per-class IoU, mIoU, accuracies, fwIoU, boundary F1."""
-    from torch.utils.data import DataLoader
+    """Score a checkpoint: per-class IoU, mIoU, accuracies, fwIoU, boundary F1.
 
+    Under torchrun each process scores every WORLD_SIZE-th image and the counts are summed:
+    the scores equal a single process's; rank 0 prints and writes them.
+    """
     from semseg.checkpoint import load_checkpoint
+    from semseg.engine import distributed
     from semseg.engine.build import build_dataset
-    from semseg.engine.evaluate import evaluate as run_evaluation
+    from semseg.engine.evaluate import evaluate_dataset
     from semseg.predict import Predictor
     from semseg.report import scores_table
 
-    predictor = Predictor.from_checkpoint(checkpoint, device)
-    data_config = load_recipe(base=load_checkpoint(checkpoint)["recipe"]).data
-    if data is not None:
-        data_config = data_config.model_copy(update={"root": data, "format": data_format})
-    elif data_format is not None:
-        data_config = data_config.model_copy(update={"format": data_format})
-    dataset = build_dataset(data_config, split)
-    if dataset.labels.names != predictor.labels.names:
-        raise click.ClickException(
-            f"{checkpoint}: model classes {list(predictor.labels.names)} do not match the "
-            f"dataset's {list(dataset.labels.names)}"
-        )
-    result = run_evaluation(
-        predictor.model,
-        DataLoader(dataset, batch_size=batch_size),
-        predictor.labels.num_classes,
-        boundary=not no_boundary,
-        progress=True,
-        description=f"evaluate {split}",
-    ).to_dict(predictor.labels)
+    with distributed.process_group(device) as process_device:
+        predictor = Predictor.from_checkpoint(checkpoint, str(process_device))
+        data_config = load_recipe(base=load_checkpoint(checkpoint)["recipe"]).data
+        if data is not None:
+            data_config = data_config.model_copy(update={"root": data, "format": data_format})
+        elif data_format is not None:
+            data_config = data_config.model_copy(update={"format": data_format})
+        dataset = build_dataset(data_config, split)
+        if dataset.labels.names != predictor.labels.names:
+            raise click.ClickException(
+                f"{checkpoint}: model classes {list(predictor.labels.names)} do not match the "
+                f"dataset's {list(dataset.labels.names)}"
+            )
+        result = evaluate_dataset(
+            predictor.model,
+            dataset,
+            predictor.labels.num_classes,
+            batch_size=batch_size,
+            boundary=not no_boundary,
+            progress=True,
+            description=f"evaluate {split}",
+        ).to_dict(predictor.labels)
+        main_process = distributed.is_main_process()
+    if not main_process:
+        return
     click.echo(scores_table(result))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
@@ -154,27 +175,224 @@ def evaluate(
         click.echo(f"scores written to {json_path}")
 
 
+def _scales(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+
+
+def _inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Tiling, padding and test-time augmentation options (see InferenceOptions), threads."""
+    options = [
+        click.option("--tile-size", nargs=2, type=int, metavar="H W",
+                     help="Sliding-window tiles of H x W pixels (default: the whole image)."),
+        click.option("--overlap", default=0.25, show_default=True,
+                     help="Fraction of a tile shared with its neighbour, 0..1."),
+        click.option("--window", type=click.Choice(["gaussian", "uniform"]), default="gaussian",
+                     show_default=True, help="Weights of tile logits where tiles overlap."),
+        click.option("--tile-batch-size", default=4, show_default=True,
+                     help="Tiles per forward pass (bounds memory)."),
+        click.option("--pad-mode", type=click.Choice(["reflect", "zeros"]), default="reflect",
+                     show_default=True, help="Padding up to the model's output stride."),
+        click.option("--hflip", is_flag=True, help="Average with the mirrored image's result."),
+        click.option("--scales", default="1.0", show_default=True, callback=_scales,
+                     help="Comma-separated image scales whose probabilities are averaged."),
+        click.option("--threads", type=click.IntRange(min=1),
+                     help="CPU threads (default: one per core; 1 can be faster on a busy CPU)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _load_predictor(checkpoint: str, device: str | None, inference: dict[str, Any]) -> Any:
+    from semseg.inference import InferenceOptions
+    from semseg.predict import load_predictor
+
+    threads = inference.pop("threads")
+    options = InferenceOptions(**{**inference, "tile_size": inference["tile_size"] or None})
+    return load_predictor(checkpoint, device, options, threads)
+
+
+def _report(failures: list[tuple[Path, str]], total: int, out: str) -> None:
+    for _, reason in failures:  # each reason names its file
+        click.echo(f"failed: {reason}", err=True)
+    click.echo(f"{total - len(failures)} of {total} inputs segmented into {out}")
+    if failures:
+        names = ", ".join(str(path) for path, _ in failures)
+        raise click.ClickException(f"{len(failures)} of {total} inputs failed: {names}")
+
+
+_model_file_option = click.option(
+    "--checkpoint",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="A .pt checkpoint (PyTorch) or a .onnx file from `semseg export` (ONNX Runtime).",
+)
+_batch_option = click.option(
+    "--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
+    help="Images of one size per forward pass.",
+)  # fmt: skip
+
+
 @main.command()
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False))
+@_model_file_option
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--alpha", default=0.5, show_default=True, help="Overlay opacity, 0..1.")
-@click.option("--device", help="torch device.")
+@_batch_option
+@click.option(
+    "--probabilities",
+    is_flag=True,
+    help="Also write STEM_probabilities.npz: float16 (C, H, W) class probabilities.",
+)
+@click.option(
+    "--confidence",
+    is_flag=True,
+    help="Also write STEM_confidence.png: top-class probability as 8-bit grey.",
+)
+@_inference_options
+@click.option("--device", help="torch device (PyTorch checkpoints).")
 @_friendly_errors
 def predict(
-    checkpoint: str, inputs: tuple[str, ...], out: str, alpha: float, device: str | None
+    checkpoint: str,
+    inputs: tuple[str, ...],
+    out: str,
+    alpha: float,
+    batch_size: int,
+    probabilities: bool,
+    confidence: bool,
+    device: str | None,
+    **inference: Any,
 ) -> None:
-    """Segment images or folders of images: label-map PNG and overlay per image."""
-    from semseg.predict import Predictor, expand_inputs, predict_files
+    """Segment images, folders, globs and videos (.mp4 .avi .mov .mkv).
 
-    predictor = Predictor.from_checkpoint(checkpoint, device)
+    Per image: STEM_labels.png (index PNG) and STEM_overlay.png; per video STEM_overlay.EXT
+    at the input's frame rate.
+    """
+    from semseg.predict import expand_inputs, predict_files
+
+    predictor = _load_predictor(checkpoint, device, inference)
     paths = expand_inputs(inputs)
-    failures = predict_files(predictor, paths, Path(out), alpha)
-    for path, reason in failures:
-        click.echo(f"failed: {path}: {reason}", err=True)
-    click.echo(f"{len(paths) - len(failures)} of {len(paths)} inputs segmented into {out}")
-    if failures:
-        raise click.ClickException(f"{len(failures)} of {len(paths)} inputs failed")
+    failures = predict_files(
+        predictor, paths, Path(out), alpha, batch_size, probabilities, confidence
+    )
+    _report(failures, len(paths), out)
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False))
+@click.option("--format", "export_format", type=click.Choice(["onnx"]), default="onnx",
+              show_default=True)  # fmt: skip
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset version.")
+@click.option(
+    "--quantize", is_flag=True, help="Int8 static quantization, calibrated on --calibration images."
+)
+@click.option(
+    "--calibration",
+    multiple=True,
+    metavar="INPUT",
+    help="Images, folders or globs for --quantize [default: the checkpoint's validation split].",
+)
+@click.option(
+    "--calibration-size",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Calibrate on at most this many images.",
+)
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Compare with PyTorch on a 360x480 synthetic road scene.",
+)
+@_friendly_errors
+def export(
+    checkpoint: str,
+    export_format: str,
+    out: str,
+    opset: int,
+    quantize: bool,
+    calibration: tuple[str, ...],
+    calibration_size: int,
+    check: bool,
+) -> None:
+    """Export a checkpoint to ONNX (dynamic batch, height, width; classes, colours and
+    normalisation in the file's metadata). Run it with `semseg predict --checkpoint OUT`."""
+    from semseg.export import compare_onnx, export_onnx
+
+    if calibration and not quantize:
+        raise click.UsageError("--calibration is used only with --quantize")
+    images = _calibration_images(checkpoint, calibration, calibration_size) if quantize else None
+    export_onnx(checkpoint, out, opset, images)
+    kind = f"int8 {export_format} (calibrated on {len(images)} images)" if images else export_format
+    click.echo(f"{kind} model written to {out}")
+    if check:
+        from semseg.data.synthetic import render_scene
+
+        parity = compare_onnx(checkpoint, out, render_scene(0, 360, 480)[0])
+        click.echo(
+            f"ONNX Runtime vs PyTorch on 360x480: max |logit difference| "
+            f"{parity.max_abs_difference:.2e}, argmax agreement {parity.argmax_agreement:.4%}"
+        )
+
+
+def _calibration_images(checkpoint: str, inputs: tuple[str, ...], count: int) -> list[Any]:
+    """The first ``count`` images of ``inputs``, or of the checkpoint's validation split."""
+    from semseg.data.io import read_image
+
+    if inputs:
+        from semseg.predict import expand_inputs
+
+        return [read_image(path) for path in expand_inputs(inputs)[:count]]
+    from semseg.checkpoint import load_checkpoint
+    from semseg.engine.build import build_dataset
+
+    data = load_recipe(base=load_checkpoint(checkpoint)["recipe"]).data
+    try:
+        dataset = build_dataset(data, data.val_split)
+    except (ValueError, OSError) as error:
+        raise ValueError(
+            f"cannot read {checkpoint}'s validation images for calibration ({error}); "
+            "pass --calibration IMAGES"
+        ) from None
+    return [dataset.read(index)[0] for index in range(min(count, len(dataset)))]
+
+
+@main.command()
+@_model_file_option
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--classes", help="Drivable classes: comma-separated names or train ids "
+              "(default: the class named Road).")  # fmt: skip
+@click.option("--alpha", default=0.4, show_default=True, help="Tint opacity, 0..1.")
+@_batch_option
+@_inference_options
+@click.option("--device", help="torch device (PyTorch checkpoints).")
+@_friendly_errors
+def drivable(
+    checkpoint: str,
+    inputs: tuple[str, ...],
+    out: str,
+    classes: str | None,
+    alpha: float,
+    batch_size: int,
+    device: str | None,
+    **inference: Any,
+) -> None:
+    """Drivable space of images: STEM_drivable.png (mask), STEM_drivable.json (per-column
+    boundary, polygon, area) and STEM_drivable_overlay.png."""
+    from semseg.predict import expand_inputs
+    from semseg.predict_drivable import drivable_files
+
+    predictor = _load_predictor(checkpoint, device, inference)
+    paths = expand_inputs(inputs)
+    chosen = [c.strip() for c in classes.split(",")] if classes is not None else None
+    failures = drivable_files(predictor, paths, Path(out), chosen, alpha, batch_size)
+    _report(failures, len(paths), out)
 
 
 @main.command()

@@ -1,0 +1,313 @@
+"""ONNX export of a checkpoint, and the exported model run by ONNX Runtime.
+
+The ONNX graph maps ``image`` (N, 3, H, W) float32 to ``logits`` (N, C, H, W) float32 with
+batch, height and width dynamic. What a user needs besides the graph is stored in the file's
+``metadata_props``, each value JSON:
+
+===================  =====================================================================
+key                  value
+===================  =====================================================================
+``semseg_format``    ``"semseg-onnx"`` (marks a file written here)
+``semseg_version``   ``1``
+``class_names``      class name per logit channel (train id order)
+``class_colours``    ``[r, g, b]`` per class, for overlays
+``void_colour``      ``[r, g, b]`` of ignored pixels
+``mean``, ``std``    per-channel normalisation: ``image = (rgb / 255 - mean) / std``
+``output_stride``    inputs are padded to multiples of this many pixels
+``model``            ``{"name", "arguments"}`` of the source checkpoint
+``quantization``     only in int8 files: ``{"method", "calibration_images"}``
+===================  =====================================================================
+
+Int8 static quantization (``calibration=`` images) ran 1.5 to 2 times as fast as float32 on
+our 2-core CPU for a trained U-Net, with unchanged mIoU (benchmarks/results/inference.md); on
+an untrained or tiny model it can be slower, so measure before relying on it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from semseg.checkpoint import build_model_from, load_checkpoint
+from semseg.data.transforms import to_tensor
+from semseg.labels import LabelSet
+
+ONNX_FORMAT = "semseg-onnx"
+ONNX_VERSION = 1
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+
+class OnnxModelError(ValueError):
+    """An ONNX file is unreadable, lacks semseg metadata, or does not match its checkpoint."""
+
+
+def export_onnx(
+    checkpoint_path: str | Path,
+    out_path: str | Path,
+    opset: int = OPSET,
+    calibration: Sequence[np.ndarray] | None = None,
+) -> Path:
+    """Write the checkpoint's model as ONNX with dynamic batch, height and width.
+
+    Args:
+        checkpoint_path: a checkpoint written by training.
+        out_path: the ``.onnx`` file to write.
+        opset: ONNX opset version.
+        calibration: with images ((H, W, 3) uint8 RGB, any sizes), the model is quantized to
+            int8 (static, QDQ format: int8 weights per output channel, uint8 activations
+            whose ranges are the min and max seen on these images) and the metadata gains
+            ``quantization``. Without, the model stays float32.
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read.
+        ValueError: ``out_path`` is the checkpoint itself, or ``calibration`` is empty.
+    """
+    import onnx
+
+    checkpoint_path, out_path = Path(checkpoint_path), Path(out_path)
+    if out_path.resolve() == checkpoint_path.resolve():
+        raise ValueError(f"{out_path}: the ONNX output would overwrite the checkpoint")
+    if calibration is not None and len(calibration) == 0:
+        raise ValueError("calibration needs at least one image to quantize the model")
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = build_model_from(checkpoint, str(checkpoint_path))
+    labels = LabelSet.from_dict(checkpoint["labels"])
+    norm = checkpoint["normalisation"]
+    stride = int(getattr(model, "output_stride", 1))
+    metadata = {
+        "semseg_format": ONNX_FORMAT,
+        "semseg_version": ONNX_VERSION,
+        "class_names": list(labels.names),
+        "class_colours": [list(c) for c in labels.colours],
+        "void_colour": list(labels.void_colour),
+        "mean": list(norm["mean"]),
+        "std": list(norm["std"]),
+        "output_stride": stride,
+        "model": {
+            "name": checkpoint["model"]["name"],
+            "arguments": checkpoint["model"]["arguments"],
+        },
+    }
+    proto = _trace(model, max(2 * stride, 32), opset)
+    if calibration is not None:
+        batches = [to_tensor(image, norm["mean"], norm["std"])[None] for image in calibration]
+        proto = _quantize(proto, batches, out_path.parent)
+        metadata["quantization"] = {
+            "method": "static int8: QDQ, int8 weights per channel, uint8 activations (min-max)",
+            "calibration_images": len(batches),
+        }
+    # The exporter leaves the class axis symbolic (the models crop with a negative Pad);
+    # stating it lets a reader check the classes against the metadata without running.
+    proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = labels.num_classes
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(proto, out_path)
+    return out_path
+
+
+def _trace(model: torch.nn.Module, side: int, opset: int) -> Any:
+    """The float32 ``onnx.ModelProto`` of ``model``, traced on a (1, 3, side, side) input."""
+    import onnx
+
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    buffer = io.BytesIO()
+    # The torch.export-based exporter needs onnxscript, which semseg does not depend on; the
+    # TorchScript exporter handles these models' dynamic shapes (checked by the parity test).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, side, side),),
+            buffer,
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: dynamic, OUTPUT_NAME: dynamic},
+            opset_version=opset,
+        )
+    return onnx.load_model_from_string(buffer.getvalue())
+
+
+def _quantize(proto: Any, batches: list[torch.Tensor], folder: Path) -> Any:
+    """Static int8 quantization of ``proto`` calibrated on normalised (1, 3, H, W) inputs."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._feeds = iter({INPUT_NAME: batch.numpy()} for batch in batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._feeds, None)
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        quantized = Path(scratch) / "int8.onnx"
+        logging.disable(logging.WARNING)  # the quantizer logs optimisation advice per node
+        try:
+            quantize_static(
+                proto,
+                quantized,
+                Batches(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+        finally:
+            logging.disable(logging.NOTSET)
+        result = onnx.load(quantized)
+    del result.metadata_props[:]  # the quantizer copies and adds entries; we write our own
+    return result
+
+
+class OnnxModel:
+    """An exported model run by ONNX Runtime on the CPU, with its metadata.
+
+    Calling it maps (N, 3, H, W) float normalised images to (N, C, H, W) float32 logits, as
+    the PyTorch model does.
+
+    Attributes:
+        labels: the classes (names and colours; raw values are the identity).
+        mean, std: input normalisation.
+        output_stride: inputs are padded to multiples of it.
+
+    Raises:
+        OnnxModelError: naming the file, when it cannot be loaded, was not written by
+            :func:`export_onnx`, or its metadata lists a different number of classes than the
+            network outputs.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise OnnxModelError(f"{self.path}: ONNX file not found")
+        options = onnxruntime.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(self.path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise OnnxModelError(f"{self.path}: cannot load ONNX model ({error})") from None
+        metadata = self._metadata()
+        self.labels = LabelSet(
+            names=tuple(metadata["class_names"]),
+            colours=tuple(tuple(int(v) for v in c) for c in metadata["class_colours"]),
+            void_colour=tuple(int(v) for v in metadata["void_colour"]),
+        )
+        self.mean = tuple(float(v) for v in metadata["mean"])
+        self.std = tuple(float(v) for v in metadata["std"])
+        self.output_stride = int(metadata["output_stride"])
+        channels = self.session.get_outputs()[0].shape[1]
+        if isinstance(channels, int):  # else the exporter left it symbolic: checked per call
+            self._check_channels(channels)
+
+    def _metadata(self) -> dict[str, Any]:
+        raw = self.session.get_modelmeta().custom_metadata_map
+        if raw.get("semseg_format") != json.dumps(ONNX_FORMAT):
+            raise OnnxModelError(
+                f"{self.path}: no semseg metadata; export the model with `semseg export`"
+            )
+        if raw.get("semseg_version") != json.dumps(ONNX_VERSION):
+            raise OnnxModelError(
+                f"{self.path}: semseg ONNX version {raw.get('semseg_version')}, "
+                f"this semseg reads {ONNX_VERSION}"
+            )
+        try:
+            return {key: json.loads(raw[key]) for key in _METADATA_KEYS}
+        except (KeyError, json.JSONDecodeError) as error:
+            raise OnnxModelError(
+                f"{self.path}: metadata entry {error} missing or invalid"
+            ) from None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        array = images.detach().to("cpu", torch.float32).contiguous().numpy()
+        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})
+        self._check_channels(logits.shape[1])
+        return torch.from_numpy(logits)
+
+    def _check_channels(self, channels: int) -> None:
+        if channels != self.labels.num_classes:
+            raise OnnxModelError(
+                f"{self.path}: metadata lists {self.labels.num_classes} classes but the network "
+                f"outputs {channels} channels"
+            )
+
+
+_METADATA_KEYS = ("class_names", "class_colours", "void_colour", "mean", "std", "output_stride")
+
+
+@dataclass(frozen=True)
+class OnnxParity:
+    """Agreement of an ONNX model with its checkpoint on one input.
+
+    Attributes:
+        max_abs_difference: largest absolute logit difference.
+        argmax_agreement: fraction of pixels whose top class is the same, 0..1.
+    """
+
+    max_abs_difference: float
+    argmax_agreement: float
+
+
+def compare_onnx(
+    checkpoint_path: str | Path, onnx_path: str | Path, image: np.ndarray
+) -> OnnxParity:
+    """Run the checkpoint (PyTorch) and the ONNX file (ONNX Runtime) on ``image``.
+
+    Args:
+        image: (H, W, 3) uint8 RGB, normalised with the checkpoint's mean and std.
+
+    Raises:
+        OnnxModelError: naming the ONNX file when its classes or normalisation differ from
+            the checkpoint's.
+    """
+    checkpoint = load_checkpoint(checkpoint_path)
+    onnx_model = OnnxModel(onnx_path)
+    names = list(checkpoint["labels"]["names"])
+    onnx_names = list(onnx_model.labels.names)
+    if onnx_names != names:
+        raise OnnxModelError(
+            f"{onnx_path}: {len(onnx_names)} classes {onnx_names} do not match the "
+            f"{len(names)} classes {names} of checkpoint {checkpoint_path}"
+        )
+    norm = checkpoint["normalisation"]
+    ours = (*onnx_model.mean, *onnx_model.std)
+    if not np.allclose(ours, (*norm["mean"], *norm["std"])):
+        raise OnnxModelError(
+            f"{onnx_path}: normalisation mean {onnx_model.mean} std {onnx_model.std} differs from "
+            f"checkpoint {checkpoint_path} mean {norm['mean']} std {norm['std']}"
+        )
+    batch = to_tensor(image, norm["mean"], norm["std"]).unsqueeze(0)
+    with torch.inference_mode():
+        expected = build_model_from(checkpoint, str(checkpoint_path))(batch)
+    actual = onnx_model(batch)
+    return OnnxParity(
+        max_abs_difference=float((actual - expected).abs().max()),
+        argmax_agreement=float((actual.argmax(1) == expected.argmax(1)).float().mean()),
+    )
