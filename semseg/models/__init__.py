@@ -108,4 +108,6 @@ from semseg.models import unet  # noqa: E402, F401
 from semseg.models import naive  # noqa: E402, F401
 from semseg.models import fcn  # noqa: E402, F401
 from semseg.models import segnet  # noqa: E402, F401
+from semseg.models import mobile_unet  # noqa: E402, F401
+from semseg.models import deeplab  # noqa: E402, F401
 # --- end model families ---

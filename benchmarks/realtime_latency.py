@@ -1,0 +1,221 @@
+"""CPU latency of real-time candidates at 1x3x360x480, to pick the real-time model.
+
+    .venv/bin/python benchmarks/realtime_latency.py [--threads 2] [--rounds 40]
+        [--train-rounds 5] [--out benchmarks/results/realtime_latency.md]
+
+Each candidate runs in eval mode under ``torch.inference_mode``, fp32, batch 1, in NCHW and in
+channels_last memory format (model and input). Candidates are timed in turns, one run of each
+per round, so load from other processes spreads over all of them; each figure is the median
+(and the fastest) of ``--rounds`` runs after two warm-up runs. With ``--train-rounds`` above 0
+a training step (forward, cross-entropy, backward, SGD step) on a batch of 4 is timed too,
+in turns likewise. Under load from other processes the fastest run is the better estimate
+of the work a model needs: load only ever adds time.
+
+Yardsticks: torchvision's ``lraspp_mobilenet_v3_large`` (torchvision is not installed here, so
+:class:`LRASPP` rebuilds it on :class:`~semseg.models.backbones.mobilenet.MobileNetV3Large`
+with the same layers and parameter count, 3,221,538 for 21 classes) and ``unet`` with
+``base_channels=16``. The rebuild takes the stride-8 map after its stage's last block where
+torchvision takes it after the first, and its first dilated block keeps dilation 1; neither
+changes the work done. Results go to a Markdown file with the machine, versions and command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from semseg.models import create_model
+from semseg.models.backbones.mobilenet import (
+    ConvBNAct,
+    MobileNetV2,
+    MobileNetV3Large,
+    mobilenet_v2,
+    mobilenet_v3_large,
+)
+
+HEIGHT, WIDTH = 360, 480
+NUM_CLASSES = 11
+TRAIN_BATCH = 4
+WARMUP = 2
+
+
+class LRASPP(nn.Module):
+    """Lite R-ASPP head (Howard et al., "Searching for MobileNetV3", ICCV 2019) on a MobileNet.
+
+    The stride-16 map (dilated last stage) goes through a 1x1 conv-BN-ReLU to 128 channels,
+    gated by a sigmoid of a 1x1 convolution of its global average; it is upsampled to the
+    stride-8 map, both are classified by 1x1 convolutions and summed, and the sum upsampled to
+    the input. ``(N, 3, H, W) -> (N, num_classes, H, W)``.
+    """
+
+    def __init__(self, encoder: MobileNetV2 | MobileNetV3Large, num_classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        low_channels, high_channels = encoder.channels[2], encoder.channels[4]
+        self.cbr = ConvBNAct(high_channels, 128, 1)
+        self.scale = nn.Conv2d(high_channels, 128, 1, bias=False)
+        self.low_classifier = nn.Conv2d(low_channels, num_classes, 1)
+        self.high_classifier = nn.Conv2d(128, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(x)
+        low, high = features[2], features[4]
+        gate = torch.sigmoid(self.scale(high.mean(dim=(2, 3), keepdim=True)))
+        y = F.interpolate(self.cbr(high) * gate, size=low.shape[-2:], mode="bilinear")
+        y = self.low_classifier(low) + self.high_classifier(y)
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear")
+
+
+CANDIDATES: dict[str, Callable[[], nn.Module]] = {
+    "lraspp_mobilenet_v3_large (yardstick)": lambda: LRASPP(
+        mobilenet_v3_large(output_stride=16), NUM_CLASSES
+    ),
+    "unet(base_channels=16) (yardstick)": lambda: create_model(
+        "unet", NUM_CLASSES, base_channels=16
+    ),
+    "lraspp mobilenet_v2 (width 1, OS16)": lambda: LRASPP(
+        mobilenet_v2(output_stride=16, last_conv=False), NUM_CLASSES
+    ),
+    "lraspp mobilenet_v2 (width 0.5, OS16)": lambda: LRASPP(
+        mobilenet_v2(0.5, output_stride=16, last_conv=False), NUM_CLASSES
+    ),
+    "mobile_unet (defaults: width 0.5, decoder to stride 4)": lambda: create_model(
+        "mobile_unet", NUM_CLASSES
+    ),
+    "mobile_unet(decoder_channels=(64, 48, 32, 16)) (to stride 2)": lambda: create_model(
+        "mobile_unet", NUM_CLASSES, decoder_channels=(64, 48, 32, 16)
+    ),
+    "mobile_unet(width_mult=0.75)": lambda: create_model(
+        "mobile_unet", NUM_CLASSES, width_mult=0.75
+    ),
+    "mobile_unet(width_mult=1.0, decoder_channels=(96, 64, 32))": lambda: create_model(
+        "mobile_unet", NUM_CLASSES, width_mult=1.0, decoder_channels=(96, 64, 32)
+    ),
+}
+
+
+def time_in_turns(
+    functions: dict[str, Callable[[], object]], warmup: int, rounds: int
+) -> dict[str, list[float]]:
+    """Seconds per call of each function, calling each once per round, in order."""
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(rounds):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def inference_runs(models: dict[str, nn.Module]) -> dict[str, Callable[[], object]]:
+    """For each model, an NCHW and a channels_last batch-1 inference call."""
+    runs: dict[str, Callable[[], object]] = {}
+    for name, model in models.items():
+        for layout, memory_format in (
+            ("nchw", torch.contiguous_format),
+            ("cl", torch.channels_last),
+        ):
+            net = copy.deepcopy(model).to(memory_format=memory_format).eval()
+            image = torch.randn(1, 3, HEIGHT, WIDTH).to(memory_format=memory_format)
+            runs[f"{name}|{layout}"] = lambda net=net, image=image: net(image)
+    return runs
+
+
+def train_runs(models: dict[str, nn.Module]) -> dict[str, Callable[[], object]]:
+    """For each model, one SGD training step on a random batch of ``TRAIN_BATCH``."""
+    images = torch.randn(TRAIN_BATCH, 3, HEIGHT, WIDTH)
+    masks = torch.randint(0, NUM_CLASSES, (TRAIN_BATCH, HEIGHT, WIDTH))
+    runs: dict[str, Callable[[], object]] = {}
+    for name, model in models.items():
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+        def step(model: nn.Module = model, optimizer: torch.optim.Optimizer = optimizer) -> None:
+            model.train()
+            optimizer.zero_grad()
+            F.cross_entropy(model(images), masks).backward()
+            optimizer.step()
+
+        runs[name] = step
+    return runs
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, else what ``platform`` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--train-rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/realtime_latency.md"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    models = {name: build() for name, build in CANDIDATES.items()}
+    load_before = os.getloadavg()[0]
+
+    with torch.inference_mode():
+        latency = time_in_turns(inference_runs(models), WARMUP, args.rounds)
+    training = {}
+    if args.train_rounds > 0:
+        training = time_in_turns(train_runs(models), 1, args.train_rounds)
+    load_after = os.getloadavg()[0]
+
+    lines = [
+        "# Real-time candidates: CPU latency at 1x3x360x480",
+        "",
+        f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
+        f"- machine: {cpu_name()}, {args.threads} threads "
+        f"(torch.set_num_threads), {platform.system()} {platform.release()}, "
+        f"{os.cpu_count()} CPUs; 1-minute load average {load_before:.1f} before, "
+        f"{load_after:.1f} after (other processes share the CPUs: compare rows of one run)",
+        f"- versions: Python {platform.python_version()}, torch {torch.__version__}",
+        "- latency: eval mode, torch.inference_mode, fp32, batch 1, "
+        f"{NUM_CLASSES} classes; median and fastest of {args.rounds} runs after {WARMUP} "
+        "warm-up runs, candidates timed in turns",
+        f"- train step: batch {TRAIN_BATCH}, forward + cross-entropy + backward + SGD, "
+        f"median and fastest of {args.train_rounds} runs after 1 warm-up run",
+        "",
+        "| model | parameters | NCHW median (min) ms | channels_last median (min) ms "
+        "| train step b=4 median (min) s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, model in models.items():
+        nchw, cl = latency[f"{name}|nchw"], latency[f"{name}|cl"]
+        step = "-"
+        if training:
+            step = f"{statistics.median(training[name]):.2f} ({min(training[name]):.2f})"
+        lines.append(
+            f"| {name} | {sum(p.numel() for p in model.parameters()):,} "
+            f"| {1000 * statistics.median(nchw):.1f} ({1000 * min(nchw):.1f}) "
+            f"| {1000 * statistics.median(cl):.1f} ({1000 * min(cl):.1f}) | {step} |"
+        )
+        print(lines[-1], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

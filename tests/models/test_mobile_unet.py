@@ -1,0 +1,97 @@
+"""Mobile U-Net: the architecture contract, a hand count of its decoder, its output stride,
+and loading torchvision MobileNetV2 weights."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from semseg.models import create_model
+
+from .architecture_contract import ArchitectureContract
+from .test_mobilenet import random_state, torchvision_mobilenet_v2_shapes
+
+
+class TestMobileUNet(ArchitectureContract):
+    model_name = "mobile_unet"
+    # At least 2x2 at stride 32: torch.export specialises dimensions of size 1.
+    input_size = (64, 96)
+    model_kwargs = {"width_mult": 0.25, "decoder_channels": (16, 12, 8, 8)}
+
+
+class TestMobileUNetToStride4(ArchitectureContract):
+    model_name = "mobile_unet"
+    input_size = (64, 96)
+    model_kwargs = {"width_mult": 0.25, "decoder_channels": (8, 8, 8)}
+
+
+def _separable(c_in: int, c_out: int) -> int:
+    """3x3 depthwise conv + BN, 1x1 pointwise conv + BN, no biases."""
+    return (9 * c_in + 2 * c_in) + (c_in * c_out + 2 * c_out)
+
+
+def test_decoder_parameter_count_matches_hand_count() -> None:
+    # Width 0.5 encoder maps (Sandler et al.'s channels halved, rounded to multiples of 8):
+    # 8, 16, 16, 48 channels at strides 2-16 and 160 at stride 32.
+    model = create_model("mobile_unet", 11)
+    assert model.encoder.channels == (8, 16, 16, 48, 160)
+    top = 160 * 64 + 2 * 64  # 1x1 conv-BN
+    gate = 160 * 64 + 64  # 1x1 conv with bias
+    merges = _separable(64 + 48, 64) + _separable(64 + 16, 48) + _separable(48 + 16, 32)
+    classifier = 32 * 11 + 11
+    encoder = sum(p.numel() for p in model.encoder.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    assert total - encoder == top + gate + merges + classifier
+
+
+@pytest.mark.parametrize(
+    ("decoder_channels", "stride"), [((8,), 16), ((8, 8, 8), 4), ((8,) * 4, 2)]
+)
+def test_classifier_runs_at_the_output_stride(decoder_channels: tuple, stride: int) -> None:
+    model = create_model("mobile_unet", 3, width_mult=0.25, decoder_channels=decoder_channels)
+    seen = []
+    model.classifier.register_forward_hook(lambda m, args, out: seen.append(out.shape[-2:]))
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, 64, 96))
+    assert model.output_stride == stride
+    assert seen == [(64 // stride, 96 // stride)]
+
+
+def test_context_gate_scales_the_top_features_by_a_sigmoid_of_their_mean() -> None:
+    model = create_model("mobile_unet", 3, width_mult=0.25, decoder_channels=(8,)).eval()
+    captured = {}
+    model.top.register_forward_hook(lambda m, args, out: captured.update(top_in=args[0], top=out))
+    model.merge[0].register_forward_pre_hook(lambda m, args: captured.update(merged=args[0]))
+    with torch.no_grad():
+        model(torch.randn(2, 3, 64, 96))
+        top_in = captured["top_in"]
+        mean = top_in.mean(dim=(2, 3))
+        gate = torch.sigmoid(mean @ model.gate.weight[:, :, 0, 0].T + model.gate.bias)
+        # The gated map, upsampled from 2x3 to 4x6, is the first part of the merge input.
+        expected = torch.nn.functional.interpolate(
+            captured["top"] * gate[:, :, None, None], size=(4, 6), mode="bilinear"
+        )
+    torch.testing.assert_close(captured["merged"][:, :8], expected)
+
+
+def test_torchvision_mobilenet_v2_weights_fill_the_width_1_encoder(tmp_path: Path) -> None:
+    state = random_state(torchvision_mobilenet_v2_shapes())
+    path = tmp_path / "mobilenet_v2.pth"
+    torch.save(state, path)
+    model = create_model("mobile_unet", 5, width_mult=1.0, encoder_weights=str(path))
+    loaded = model.encoder.state_dict()
+    assert set(loaded) <= set(state)
+    for name, tensor in loaded.items():
+        assert torch.equal(tensor, state[name]), name
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [("decoder_channels", ()), ("decoder_channels", (8, 8, 8, 8, 8)), ("decoder_channels", (8, 0))],
+)
+def test_bad_argument_is_named(argument: str, value: object) -> None:
+    with pytest.raises(ValueError, match=rf"{argument}.*{re.escape(str(value))}"):
+        create_model("mobile_unet", 2, **{argument: value})
