@@ -104,8 +104,9 @@ def load_encoder_weights(
     """Copy into ``module`` every tensor of ``state_dict`` whose name and shape fit.
 
     A dense weight ``(out, in * k * k)`` going to a convolution weight ``(out, in, k, k)`` is
-    converted with :func:`fc_to_conv`. BatchNorm's ``num_batches_tracked`` counters are never
-    reported missing: they count training steps and carry no weights.
+    converted with :func:`fc_to_conv`. BatchNorm's ``num_batches_tracked`` counters are copied
+    when they fit but never reported as loaded or missing: they count training steps and carry
+    no weights, so a file whose only fitting entries are counters has loaded nothing.
 
     Args:
         module: the encoder to fill.
@@ -137,7 +138,8 @@ def load_encoder_weights(
             )
             continue
         accepted[name] = tensor
-        report.loaded.append(name)
+        if not name.endswith("num_batches_tracked"):
+            report.loaded.append(name)
     report.missing = [
         name for name in target if name not in accepted and not name.endswith("num_batches_tracked")
     ]

@@ -183,3 +183,12 @@ def test_weights_that_fit_nothing_are_an_error(tmp_path: Path) -> None:
     torch.save(torchvision_vgg16_state(width_divisor=16), tmp_path / "vgg16.pth")
     with pytest.raises(WeightsFileError, match="no tensor fits"):
         load_pretrained_encoder(vgg16(width_divisor=32), tmp_path / "vgg16.pth")
+
+
+def test_batchnorm_counters_alone_do_not_count_as_loaded(tmp_path: Path) -> None:
+    wide = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+    narrow = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    torch.save(wide.state_dict(), tmp_path / "wide.pth")
+    # only "1.num_batches_tracked" (a scalar) has the same shape in both
+    with pytest.raises(WeightsFileError, match="no tensor fits"):
+        load_pretrained_encoder(narrow, tmp_path / "wide.pth")
