@@ -16,6 +16,7 @@ any value from the command line (the value is parsed as YAML).
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -160,6 +161,10 @@ def load_recipe(
     """Read a recipe file (or start from ``base``, e.g. a checkpoint's recipe) and apply
     ``section.key=value`` overrides.
 
+    Overriding ``model.name`` with another model replaces the whole ``model`` section (the
+    recipe's model arguments belong to its model); give the new model's arguments as further
+    ``model.*`` overrides.
+
     Raises:
         RecipeError: naming the file and the offending key.
     """
@@ -174,9 +179,13 @@ def load_recipe(
         if not isinstance(data, dict):
             raise RecipeError(f"{source}: top level must be a mapping of sections")
     else:
-        data = dict(base or {})
-    for override in overrides:
-        keys, value = parse_override(override)
+        data = copy.deepcopy(dict(base or {}))
+    parsed = [(override, *parse_override(override)) for override in overrides]
+    # A new model.name starts a fresh model section: the recipe's arguments belong to its model.
+    for _, keys, value in parsed:
+        if keys == ["model", "name"] and value != data.get("model", {}).get("name"):
+            data["model"] = {}
+    for override, keys, value in parsed:
         node = data
         for key in keys[:-1]:
             node = node.setdefault(key, {})

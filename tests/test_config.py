@@ -50,3 +50,17 @@ def test_recipe_file_errors_name_the_file(tmp_path):
         load_recipe(str(broken))
     with pytest.raises(RecipeError, match="section.key=value"):
         load_recipe("demo", ["no-equals-sign"])
+
+
+def test_switching_model_by_override_starts_a_fresh_model_section():
+    recipe = load_recipe("demo", ["model.name=encoder_decoder", "model.widths=[8, 16]"])
+    assert recipe.model.name == "encoder_decoder"
+    assert recipe.model.arguments == {"widths": [8, 16]}
+    same = load_recipe("demo", ["model.name=unet"])
+    assert same.model.arguments["base_channels"] == 16  # same model: arguments kept
+
+
+def test_overrides_do_not_change_the_base_mapping():
+    base = {"train": {"epochs": 2}}
+    load_recipe(None, ["train.epochs=5"], base=base)
+    assert base == {"train": {"epochs": 2}}
