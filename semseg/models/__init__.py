@@ -68,10 +68,13 @@ def create_model(name: str, num_classes: int, input_scale: float = 1.0, **kwargs
 class InputScaled(nn.Module):
     """Runs ``model`` on the input resized by ``scale`` and resizes the logits back.
 
-    (N, 3, H, W) -> resize to (round(H*scale), round(W*scale)) (bilinear, antialiased when
-    shrinking) -> model -> logits bilinearly resized to (N, C, H, W). Training then computes the
-    loss, and evaluation the scores, at the labels' full resolution while the network pays for
-    ``scale**2`` of the pixels.
+    (N, 3, H, W) -> bilinear resize to (floor(H*scale), floor(W*scale)) -> model -> logits
+    bilinearly resized to (N, C, H, W). Training then computes the loss, and evaluation the
+    scores, at the labels' full resolution while the network pays for ``scale**2`` of the
+    pixels. The input resize is not antialiased, so the model exports to ONNX with exact
+    parity (ONNX Runtime's antialiased Resize treats image borders differently from
+    PyTorch's); at ``scale=0.5`` bilinear sampling falls exactly between pixels and equals a
+    2x2 average.
     """
 
     def __init__(self, model: nn.Module, scale: float) -> None:
@@ -89,7 +92,7 @@ class InputScaled(nn.Module):
         size = x.shape[-2:]
         small = F.interpolate(
             x, scale_factor=self.scale, mode="bilinear", align_corners=False,
-            antialias=self.scale < 1.0, recompute_scale_factor=False,
+            recompute_scale_factor=False,
         )  # fmt: skip
         return F.interpolate(self.model(small), size=size, mode="bilinear", align_corners=False)
 

@@ -1,0 +1,68 @@
+"""The generic input_scale wrapper: sizes, the 2x2-average downscale, ONNX export."""
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from semseg.models import InputScaled, create_model
+
+
+class Recorder(nn.Module):
+    """Returns its input (as 3 'classes') and keeps it, to inspect what the network saw."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen = x
+        return x
+
+
+def test_half_scale_downscale_is_a_2x2_average_and_output_is_input_size():
+    recorder = Recorder()
+    x = torch.arange(2 * 3 * 6 * 8, dtype=torch.float32).reshape(2, 3, 6, 8)
+    out = InputScaled(recorder, 0.5)(x)
+    expected = x.reshape(2, 3, 3, 2, 4, 2).mean(dim=(3, 5))
+    assert torch.allclose(recorder.seen, expected)
+    assert out.shape == x.shape
+
+
+def test_odd_sizes_come_back_to_input_size():
+    model = create_model("unet", 5, input_scale=0.5, base_channels=4, depth=2)
+    assert isinstance(model, InputScaled)
+    assert model(torch.randn(1, 3, 97, 131)).shape == (1, 5, 97, 131)
+    assert model.encoder is model.model.encoder
+
+
+def test_logits_are_the_inner_logits_resized():
+    inner = create_model("unet", 4, base_channels=4, depth=2).eval()
+    wrapped = InputScaled(inner, 0.5).eval()
+    x = torch.randn(1, 3, 40, 56)
+    small = F.interpolate(x, size=(20, 28), mode="bilinear", align_corners=False)
+    expected = F.interpolate(inner(small), size=(40, 56), mode="bilinear", align_corners=False)
+    assert torch.allclose(wrapped(x), expected, atol=1e-6)
+
+
+def test_exports_to_onnx_with_dynamic_size(tmp_path):
+    model = create_model("unet", 4, input_scale=0.5, base_channels=4, depth=2).eval()
+    path = tmp_path / "scaled.onnx"
+    torch.onnx.export(
+        model,
+        (torch.randn(1, 3, 64, 96),),
+        path,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": {0: "n", 2: "h", 3: "w"}, "logits": {0: "n", 2: "h", 3: "w"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    x = torch.randn(2, 3, 72, 100)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(onnx_out, model(x).numpy(), atol=1e-4)
+
+
+def test_scale_out_of_range_is_rejected():
+    with pytest.raises(ValueError, match="input_scale"):
+        InputScaled(nn.Identity(), 0.0)
