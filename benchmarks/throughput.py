@@ -11,6 +11,7 @@ machine, versions and the command.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from realtime_latency import cpu_name  # benchmarks/ is on the path when run as a script
 
 from semseg.models import create_model
 
@@ -25,6 +27,7 @@ HEIGHT, WIDTH = 360, 480
 DEFAULT_MODELS = {
     "unet(base_channels=16)": ("unet", {"base_channels": 16}),
     "unet(base_channels=16, input_scale=0.5)": ("unet", {"base_channels": 16, "input_scale": 0.5}),
+    "mobile_unet()": ("mobile_unet", {}),
 }
 
 
@@ -81,8 +84,9 @@ def main() -> None:
         "# Training throughput and inference latency at 360x480",
         "",
         f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
-        f"- machine: {platform.processor() or platform.machine()}, {args.threads} threads, "
-        f"{platform.system()} {platform.release()}",
+        f"- machine: {cpu_name()}, {os.cpu_count()} CPUs, {args.threads} threads, "
+        f"{platform.system()} {platform.release()}; load average before: "
+        f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}",
         f"- versions: Python {platform.python_version()}, torch {torch.__version__}",
         f"- training: batch {args.batch}, AdamW, fp32; latency: eval mode, inference_mode, fp32",
         f"- each figure: median of {args.repeats} runs after {args.warmup} warm-up runs",
@@ -98,6 +102,7 @@ def main() -> None:
         )
         print(line, flush=True)
         lines.append(line)
+    lines.append(f"\nload average after: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"written to {args.out}")
