@@ -37,12 +37,12 @@ from torch import nn
 
 from semseg.models import create_model
 from semseg.models.backbones.mobilenet import (
-    ConvBNAct,
     MobileNetV2,
     MobileNetV3Large,
     mobilenet_v2,
     mobilenet_v3_large,
 )
+from semseg.models.blocks import ConvBNAct
 
 HEIGHT, WIDTH = 360, 480
 NUM_CLASSES = 11

@@ -6,7 +6,8 @@ read from tensors and turned into ops, never into Python branches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from itertools import pairwise
 
 import torch
@@ -14,13 +15,17 @@ import torch.nn.functional as F
 from torch import nn
 
 UPSAMPLING_MODES = ("nearest", "bilinear", "transposed")
+INPLACE_RELU = partial(nn.ReLU, inplace=True)
 
 
-class ConvBNReLU(nn.Sequential):
-    """``kernel_size`` convolution, optional BatchNorm, ReLU; "same" padding at ``stride`` 1.
+class ConvBNAct(nn.Sequential):
+    """Convolution, optional BatchNorm, optional activation; "same" padding at ``stride`` 1.
 
-    ``(N, in_channels, H, W) -> (N, out_channels, ceil(H / stride), ceil(W / stride))``. The
-    convolution has a bias only without BatchNorm (BatchNorm's shift makes it redundant).
+    ``(N, in_channels, H, W) -> (N, out_channels, ceil(H / stride), ceil(W / stride))``.
+    Entries ``0`` conv, ``1`` BatchNorm (torchvision's ``Conv2dNormActivation`` layout, so its
+    weights load). The convolution has a bias only without BatchNorm (BatchNorm's shift makes it
+    redundant); ``groups=in_channels`` makes it depthwise. The default ReLU works in place: it
+    follows a convolution or BatchNorm, whose backward does not need their output.
     """
 
     def __init__(
@@ -31,7 +36,9 @@ class ConvBNReLU(nn.Sequential):
         *,
         stride: int = 1,
         dilation: int = 1,
+        groups: int = 1,
         batch_norm: bool = True,
+        activation: Callable[[], nn.Module] | None = INPLACE_RELU,
     ) -> None:
         padding = dilation * (kernel_size - 1) // 2
         layers: list[nn.Module] = [
@@ -42,24 +49,26 @@ class ConvBNReLU(nn.Sequential):
                 stride=stride,
                 padding=padding,
                 dilation=dilation,
+                groups=groups,
                 bias=not batch_norm,
             )
         ]
         if batch_norm:
             layers.append(nn.BatchNorm2d(out_channels))
-        layers.append(nn.ReLU(inplace=True))
+        if activation is not None:
+            layers.append(activation())
         super().__init__(*layers)
 
 
 def conv_stack(channels: Sequence[int], batch_norm: bool = True) -> nn.Sequential:
-    """3x3 :class:`ConvBNReLU` layers from ``channels[0]`` through each following count.
+    """3x3 :class:`ConvBNAct` (ReLU) layers from ``channels[0]`` through each following count.
 
     ``conv_stack([3, 64, 64])`` is two layers, 3 -> 64 -> 64 channels, spatial size kept.
     """
     if len(channels) < 2:
         raise ValueError(f"conv_stack needs at least two channel counts, got {list(channels)}")
     return nn.Sequential(
-        *(ConvBNReLU(c_in, c_out, batch_norm=batch_norm) for c_in, c_out in pairwise(channels))
+        *(ConvBNAct(c_in, c_out, batch_norm=batch_norm) for c_in, c_out in pairwise(channels))
     )
 
 

@@ -39,7 +39,7 @@ from torch import nn
 from semseg.models import register_model
 from semseg.models.backbones.mobilenet import SeparableConv, mobilenet_v2
 from semseg.models.backbones.resnet import ResNet
-from semseg.models.blocks import ConvBNReLU
+from semseg.models.blocks import ConvBNAct
 from semseg.models.pretrained import load_pretrained_encoder
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
@@ -56,7 +56,7 @@ def _atrous_conv(
     """3x3 conv-BN-ReLU, depthwise separable or not, keeping the spatial size."""
     if separable:
         return SeparableConv(in_channels, out_channels, dilation=dilation)
-    return ConvBNReLU(in_channels, out_channels, 3, dilation=dilation)
+    return ConvBNAct(in_channels, out_channels, 3, dilation=dilation)
 
 
 class ASPP(nn.Module):
@@ -72,13 +72,13 @@ class ASPP(nn.Module):
         super().__init__()
         self.branches = nn.ModuleList(
             [
-                ConvBNReLU(in_channels, out_channels, 1),
+                ConvBNAct(in_channels, out_channels, 1),
                 *(_atrous_conv(in_channels, out_channels, rate, separable) for rate in rates),
             ]
         )
         self.pooling = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.ReLU())
         self.project = nn.Sequential(
-            ConvBNReLU(out_channels * (len(rates) + 2), out_channels, 1), nn.Dropout(0.1)
+            ConvBNAct(out_channels * (len(rates) + 2), out_channels, 1), nn.Dropout(0.1)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,7 +122,7 @@ class DeepLab(nn.Module):
         self.decoder: nn.Module | None = None
         if decoder:
             low_channels = LOW_LEVEL_CHANNELS // width_divisor
-            self.reduce = ConvBNReLU(self.encoder.channels[1], low_channels, 1)
+            self.reduce = ConvBNAct(self.encoder.channels[1], low_channels, 1)
             self.decoder = nn.Sequential(
                 _atrous_conv(channels + low_channels, channels, 1, separable),
                 _atrous_conv(channels, channels, 1, separable),

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from semseg.models import register_model
-from semseg.models.backbones.mobilenet import ConvBNAct, SeparableConv, mobilenet_v2
+from semseg.models.backbones.mobilenet import SeparableConv, mobilenet_v2
+from semseg.models.blocks import ConvBNAct
 from semseg.models.pretrained import load_pretrained_encoder
 
 ENCODER_STRIDE = 32

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from semseg.models.blocks import ConvBNReLU, Upsample, conv_stack, crop_to, pad_to_multiple
+from semseg.models.blocks import ConvBNAct, Upsample, conv_stack, crop_to, pad_to_multiple
 
 IMAGE = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
 
@@ -83,13 +83,13 @@ def test_pad_to_multiple_leaves_a_multiple_unchanged() -> None:
 def test_conv_bn_relu_output_size(
     stride: int, dilation: int, expected_size: tuple[int, int]
 ) -> None:
-    block = ConvBNReLU(2, 3, stride=stride, dilation=dilation)
+    block = ConvBNAct(2, 3, stride=stride, dilation=dilation)
     assert block(torch.randn(2, 2, 9, 10)).shape == (2, 3, *expected_size)
 
 
 def test_conv_bn_relu_has_a_bias_only_without_batch_norm() -> None:
-    assert ConvBNReLU(2, 3)[0].bias is None
-    without = ConvBNReLU(2, 3, batch_norm=False)
+    assert ConvBNAct(2, 3)[0].bias is None
+    without = ConvBNAct(2, 3, batch_norm=False)
     assert without[0].bias is not None
     assert [type(m).__name__ for m in without] == ["Conv2d", "ReLU"]
 

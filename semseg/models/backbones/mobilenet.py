@@ -20,45 +20,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from semseg.models.blocks import ConvBNAct
+
 OUTPUT_STRIDES = (8, 16, 32)
-
-
-class ConvBNAct(nn.Sequential):
-    """Convolution without bias, BatchNorm, optional activation (torchvision's
-    ``Conv2dNormActivation``: entries ``0`` conv, ``1`` BN).
-
-    ``(N, in_channels, H, W) -> (N, out_channels, ceil(H / stride), ceil(W / stride))``;
-    "same" padding, ``groups=in_channels`` makes it depthwise.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 3,
-        *,
-        stride: int = 1,
-        dilation: int = 1,
-        groups: int = 1,
-        activation: Callable[[], nn.Module] | None = nn.ReLU,
-    ) -> None:
-        padding = dilation * (kernel_size - 1) // 2
-        layers: list[nn.Module] = [
-            nn.Conv2d(
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride=stride,
-                padding=padding,
-                dilation=dilation,
-                groups=groups,
-                bias=False,
-            ),
-            nn.BatchNorm2d(out_channels),
-        ]
-        if activation is not None:
-            layers.append(activation())
-        super().__init__(*layers)
 
 
 class SeparableConv(nn.Sequential):
