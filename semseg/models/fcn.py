@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from semseg.models import register_model
-from semseg.models.backbones import vgg16
+from semseg.models.backbones import create_vgg
 from semseg.models.blocks import Upsample, crop_to, pad_to_multiple
 from semseg.models.pretrained import load_pretrained_encoder
 
@@ -47,11 +47,13 @@ class FCN(nn.Module):
     """``(N, 3, H, W) -> (N, num_classes, H, W)`` logits; ``skips`` is 0 (FCN-32s), 1 (16s)
     or 2 (8s). Score and upsampling layers are named after the Caffe reference model's."""
 
-    def __init__(self, num_classes: int, skips: int, width_divisor: int = 1) -> None:
+    def __init__(
+        self, num_classes: int, skips: int, backbone: str = "vgg16", width_divisor: int = 1
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-        self.encoder = vgg16(with_fc=True, width_divisor=width_divisor)
+        self.encoder = create_vgg(backbone, with_fc=True, width_divisor=width_divisor)
         pool3_channels, pool4_channels = self.encoder.channels[2:4]
         self.score_fr = _zero_conv(self.encoder.fc_channels, num_classes)
         self.score_pool4 = _zero_conv(pool4_channels, num_classes) if skips >= 1 else None
@@ -79,28 +81,31 @@ class FCN(nn.Module):
 @register_model
 def fcn32s(
     num_classes: int,
+    backbone: str = "vgg16",
     encoder_weights: str | Path | None = None,
     learn_upsampling: bool = True,
     width_divisor: int = 1,
 ) -> FCN:
     """FCN-32s: single-stream, x32 upsampling of ``score_fr``. See module docstring."""
-    return _create_fcn(num_classes, 0, encoder_weights, learn_upsampling, width_divisor)
+    return _create_fcn(num_classes, 0, backbone, encoder_weights, learn_upsampling, width_divisor)
 
 
 @register_model
 def fcn16s(
     num_classes: int,
+    backbone: str = "vgg16",
     encoder_weights: str | Path | None = None,
     learn_upsampling: bool = True,
     width_divisor: int = 1,
 ) -> FCN:
     """FCN-16s: two-stream, pool4 skip then x16 upsampling. See module docstring."""
-    return _create_fcn(num_classes, 1, encoder_weights, learn_upsampling, width_divisor)
+    return _create_fcn(num_classes, 1, backbone, encoder_weights, learn_upsampling, width_divisor)
 
 
 @register_model
 def fcn8s(
     num_classes: int,
+    backbone: str = "vgg16",
     encoder_weights: str | Path | None = None,
     learn_upsampling: bool = True,
     width_divisor: int = 1,
@@ -109,22 +114,26 @@ def fcn8s(
 
     Args:
         num_classes: output channels (21 for PASCAL VOC).
+        backbone: ``"vgg16"`` (the paper's) or ``"vgg16_bn"``, BatchNorm after every encoder
+            convolution (fc6/fc7 have none, as in torchvision's ``vgg16_bn``): what makes
+            training from scratch work where no ImageNet weights are at hand.
         encoder_weights: torchvision/timm VGG16 state dict (path or URL); fc6/fc7 are
             converted from dense to convolutional weights.
         learn_upsampling: train the transposed convolutions (``False`` keeps them bilinear).
-        width_divisor: divide every encoder channel count by this (tests build tiny copies).
+        width_divisor: divide every encoder channel count by this (tests build tiny copies, the CPU ablation quarter-width ones).
     """
-    return _create_fcn(num_classes, 2, encoder_weights, learn_upsampling, width_divisor)
+    return _create_fcn(num_classes, 2, backbone, encoder_weights, learn_upsampling, width_divisor)
 
 
 def _create_fcn(
     num_classes: int,
     skips: int,
+    backbone: str,
     encoder_weights: str | Path | None,
     learn_upsampling: bool,
     width_divisor: int,
 ) -> FCN:
-    model = FCN(num_classes, skips, width_divisor)
+    model = FCN(num_classes, skips, backbone, width_divisor)
     if encoder_weights is not None:
         load_pretrained_encoder(model.encoder, encoder_weights)
     for weight in model.upsampling_parameters():

@@ -11,18 +11,16 @@ SegNet's index unpooling (:mod:`semseg.models.segnet`) exist to fix exactly this
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from semseg.models import register_model
-from semseg.models.backbones import VGG, vgg16, vgg16_bn
+from semseg.models.backbones import VGG, create_vgg
 from semseg.models.blocks import Upsample, crop_to, pad_to_multiple
 from semseg.models.pretrained import load_pretrained_encoder
 
-BACKBONES: dict[str, Callable[..., VGG]] = {"vgg16": vgg16, "vgg16_bn": vgg16_bn}
 INTERPOLATIONS = ("bilinear", "nearest")
 
 
@@ -70,13 +68,11 @@ def naive(
         output_stride: 32 or 16.
         upsampling: ``"bilinear"`` or ``"nearest"`` interpolation of the logits.
         encoder_weights: torchvision/timm state dict (path or URL) for the backbone.
-        width_divisor: divide every channel count by this (tests build tiny copies).
+        width_divisor: divide every channel count by this (tests build tiny copies, the CPU ablation quarter-width ones).
     """
-    if backbone not in BACKBONES:
-        raise ValueError(f"backbone {backbone!r} is not one of {', '.join(BACKBONES)}")
     if upsampling not in INTERPOLATIONS:
         raise ValueError(f"upsampling {upsampling!r} is not one of {', '.join(INTERPOLATIONS)}")
-    encoder = BACKBONES[backbone](width_divisor=width_divisor, output_stride=output_stride)
+    encoder = create_vgg(backbone, width_divisor=width_divisor, output_stride=output_stride)
     if encoder_weights is not None:
         load_pretrained_encoder(encoder, encoder_weights)
     return NaiveSegmenter(encoder, num_classes, output_stride, upsampling)

@@ -146,7 +146,7 @@ def segnet(
     Args:
         num_classes: output channels.
         encoder_weights: torchvision/timm ``vgg16_bn`` state dict (path or URL).
-        width_divisor: divide every channel count by this (tests build tiny copies).
+        width_divisor: divide every channel count by this (tests build tiny copies, the CPU ablation quarter-width ones).
     """
     model = SegNet(num_classes, width_divisor)
     if encoder_weights is not None:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semseg.models import create_model
+from semseg.models.backbones import vgg16_bn
 
 from .architecture_contract import ArchitectureContract
 from .test_pretrained import torchvision_vgg16_state
@@ -134,3 +135,31 @@ def test_dense_fc6_loads_as_a_7x7_convolution_computing_the_same_layer(tmp_path:
     dense = F.linear(pool5.flatten(1), state["classifier.0.weight"], state["classifier.0.bias"])
     torch.testing.assert_close(centre, dense, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(model.encoder.features[0].weight, state["features.0.weight"])
+
+
+def test_vgg16_bn_backbone_adds_batchnorm_to_the_encoder_only(tmp_path: Path) -> None:
+    plain = create_model("fcn8s", 3, **TINY)
+    with_bn = create_model("fcn8s", 3, backbone="vgg16_bn", **TINY)
+    norms = [m for m in with_bn.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 13  # one per VGG16 convolution; fc6 and fc7 have none
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in with_bn.encoder.classifier)
+    extra = sum(p.numel() for p in with_bn.parameters()) - sum(
+        p.numel() for p in plain.parameters()
+    )
+    assert extra == 2 * sum(m.num_features for m in norms)
+
+    # torchvision's vgg16_bn names: the BatchNorm statistics load with the convolutions.
+    state = vgg16_bn(with_fc=True, width_divisor=32).state_dict()
+    for name in ("classifier.0.weight", "classifier.3.weight"):
+        state[name] = torch.randn(state[name].shape[0], state[name][0].numel())
+    state["features.1.running_mean"] = torch.arange(2.0)
+    torch.save(state, tmp_path / "vgg16_bn.pth")
+    loaded = create_model(
+        "fcn8s", 3, backbone="vgg16_bn", encoder_weights=str(tmp_path / "vgg16_bn.pth"), **TINY
+    )
+    torch.testing.assert_close(loaded.encoder.features[1].running_mean, torch.arange(2.0))
+
+
+def test_unknown_backbone_is_an_error_naming_it_and_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"'vgg19'.*vgg16, vgg16_bn"):
+        create_model("fcn32s", 3, backbone="vgg19", **TINY)

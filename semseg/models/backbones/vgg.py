@@ -10,6 +10,7 @@ convolutional head holds fc6 as ``classifier.0`` (a 7x7 convolution) and fc7 as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -150,3 +151,14 @@ def vgg16(**kwargs: Any) -> VGG:
 def vgg16_bn(**kwargs: Any) -> VGG:
     """VGG16 with batch norm after every convolution; ``kwargs`` as for :class:`VGG`."""
     return VGG(batch_norm=True, **kwargs)
+
+
+VGG_VARIANTS: dict[str, Callable[..., VGG]] = {"vgg16": vgg16, "vgg16_bn": vgg16_bn}
+"""The VGG16 encoders a model's ``backbone`` argument accepts, by torchvision's names."""
+
+
+def create_vgg(name: str, **kwargs: Any) -> VGG:
+    """:data:`VGG_VARIANTS` ``[name](**kwargs)``; an unknown name is an error listing the known."""
+    if name not in VGG_VARIANTS:
+        raise ValueError(f"backbone {name!r} is not one of {', '.join(VGG_VARIANTS)}")
+    return VGG_VARIANTS[name](**kwargs)
