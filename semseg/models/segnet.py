@@ -28,10 +28,12 @@ from torch import nn
 from semseg.models import register_model
 from semseg.models.backbones import vgg16_bn
 from semseg.models.backbones.vgg import STAGE_WIDTHS, vgg_conv_layers
+from semseg.models.blocks import UPSAMPLING_MODES, Upsample
 from semseg.models.pretrained import load_pretrained_encoder
 
 BASIC_WIDTH = 64
 BASIC_KERNEL = 7
+SEGNET_UPSAMPLING = ("indices", *UPSAMPLING_MODES)
 
 
 def max_unpool(x: torch.Tensor, indices: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -52,6 +54,18 @@ def max_unpool(x: torch.Tensor, indices: torch.Tensor, like: torch.Tensor) -> to
     return flat.view(n, c, height, width)
 
 
+def crop_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The top-left ``(H, W)`` of ``x`` (``(N, C, H', W')`` with ``H' >= H``, ``W' >= W``), where
+    ``like`` is ``(..., H, W)``.
+
+    Written as ``index_select`` rather than slicing: ``torch.export`` would turn a slice whose
+    end is a symbolic size into a guard that the example input's sizes are the only ones.
+    """
+    rows = torch.arange(like.shape[-2], device=x.device)
+    columns = torch.arange(like.shape[-1], device=x.device)
+    return x.index_select(-2, rows).index_select(-1, columns)
+
+
 class SegNet(nn.Module):
     """VGG16-BN encoder (13 convolutions, 5 pools with indices) and its mirror as decoder.
 
@@ -61,12 +75,24 @@ class SegNet(nn.Module):
     narrowing to the channels that entered encoder stage ``k``; stage 1 ends in a 3x3
     classifier (no batch norm). Full width: 29,443,008 + 577 * num_classes parameters
     (29,449,355 for CamVid's 11 classes; the paper reports 29.5M).
+
+    ``upsampling`` other than ``"indices"`` replaces each unpooling by a x2
+    :class:`~semseg.models.blocks.Upsample` (nearest, bilinear, or a transposed convolution
+    initialised as bilinear) cropped to the pool's input size, everything else unchanged: the
+    decoder comparison of the paper's Section 4 on the full network.
     """
 
-    def __init__(self, num_classes: int, width_divisor: int = 1) -> None:
+    def __init__(
+        self, num_classes: int, width_divisor: int = 1, upsampling: str = "indices"
+    ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        if upsampling not in SEGNET_UPSAMPLING:
+            raise ValueError(
+                f"SegNet upsampling {upsampling!r} is not one of {', '.join(SEGNET_UPSAMPLING)}"
+            )
+        self.upsampling = upsampling
         self.encoder = vgg16_bn(width_divisor=width_divisor, ceil_mode=True, return_indices=True)
         stages = []
         in_channels = 3
@@ -80,16 +106,28 @@ class SegNet(nn.Module):
             stages.append(nn.Sequential(*layers))
             in_channels = widths[-1]
         self.decoder = nn.ModuleList(reversed(stages))  # decoder[0] undoes pool5
+        self.upsamplers = nn.ModuleList(
+            Upsample(channels, 2, upsampling) if upsampling != "indices" else nn.Identity()
+            for channels in reversed(self.encoder.channels)
+        )
         self.classifier = nn.Conv2d(self.encoder.channels[0], num_classes, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)
         pool_inputs = [x, *features.pools[:-1]]  # same spatial size as each pool's input
         y = features.pools[-1]
-        for stage, indices, like in zip(
-            self.decoder, reversed(features.indices), reversed(pool_inputs), strict=True
+        for stage, upsample, indices, like in zip(
+            self.decoder,
+            self.upsamplers,
+            reversed(features.indices),
+            reversed(pool_inputs),
+            strict=True,
         ):
-            y = stage(max_unpool(y, indices, like))
+            if self.upsampling == "indices":
+                y = max_unpool(y, indices, like)
+            else:  # a ceil-mode pool's output cell i covers input rows 2i, 2i + 1: crop the end
+                y = crop_to(upsample(y), like)
+            y = stage(y)
         return self.classifier(y)
 
 
@@ -139,16 +177,22 @@ def _basic_conv(in_channels: int) -> list[nn.Module]:
 
 @register_model
 def segnet(
-    num_classes: int, encoder_weights: str | Path | None = None, width_divisor: int = 1
+    num_classes: int,
+    encoder_weights: str | Path | None = None,
+    width_divisor: int = 1,
+    upsampling: str = "indices",
 ) -> SegNet:
     """SegNet with a VGG16-BN encoder (see :class:`SegNet`).
 
     Args:
         num_classes: output channels.
         encoder_weights: torchvision/timm ``vgg16_bn`` state dict (path or URL).
-        width_divisor: divide every channel count by this (tests build tiny copies, the CPU ablation quarter-width ones).
+        width_divisor: divide every channel count by this (tests build tiny copies, the CPU
+            ablation quarter-width ones).
+        upsampling: ``"indices"`` (SegNet's unpooling), or ``"nearest"``, ``"bilinear"``,
+            ``"transposed"`` in its place, for comparison.
     """
-    model = SegNet(num_classes, width_divisor)
+    model = SegNet(num_classes, width_divisor, upsampling)
     if encoder_weights is not None:
         load_pretrained_encoder(model.encoder, encoder_weights)
     return model

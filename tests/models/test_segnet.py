@@ -22,6 +22,12 @@ class TestSegNet(ArchitectureContract):
     input_size = (64, 96)  # pool5 at least 2x2: export would specialise a size-1 dimension
 
 
+class TestSegNetTransposedDecoder(ArchitectureContract):
+    model_name = "segnet"
+    model_kwargs: ClassVar = {"width_divisor": 16, "upsampling": "transposed"}
+    input_size = (64, 96)
+
+
 class TestSegNetBasic(ArchitectureContract):
     model_name = "segnet_basic"
     input_size = (48, 64)
@@ -99,3 +105,34 @@ def test_vgg16_bn_weights_load_into_the_encoder(tmp_path: Path) -> None:
     torch.testing.assert_close(
         model.encoder.features[41].running_var, state["features.41.running_var"]
     )
+
+
+def test_interpolating_decoder_feeds_each_stage_the_cropped_x2_upsampling() -> None:
+    torch.manual_seed(0)
+    model = create_model("segnet", 3, width_divisor=16, upsampling="bilinear").eval()
+    x = torch.randn(1, 3, 75, 101)  # odd at every pool: ceil-mode pools, crops at each stage
+    features = model.encoder(x)
+    seen = []
+    model.decoder[0].register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    with torch.no_grad():
+        model(x)
+    expected = F.interpolate(features.pools[-1], scale_factor=2, mode="bilinear")
+    torch.testing.assert_close(seen[0], expected[..., :5, :7])  # pool4 is 5x7
+
+
+def test_transposed_decoder_adds_one_4x4_kernel_per_channel_pair_and_stage() -> None:
+    indices = create_model("segnet", 11, width_divisor=8)
+    transposed = create_model("segnet", 11, width_divisor=8, upsampling="transposed")
+    bilinear = create_model("segnet", 11, width_divisor=8, upsampling="bilinear")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(bilinear) == count(indices)
+    assert count(transposed) - count(indices) == 16 * sum(c * c for c in (64, 64, 32, 16, 8))
+
+
+def test_unknown_segnet_upsampling_is_named() -> None:
+    try:
+        create_model("segnet", 11, width_divisor=16, upsampling="unpool")
+    except ValueError as error:
+        assert "'unpool'" in str(error) and "indices" in str(error)
+    else:
+        raise AssertionError("no error for an unknown upsampling")
