@@ -2,12 +2,15 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# The torch release the tests and benchmarks were run with. Here the local CPU wheel satisfies
+# it; "torch>=2.4" alone would pull the registry's newest CUDA build (several GB of libraries).
+TORCH ?= torch==2.13.0
 
 .PHONY: demo test lint setup
 
 $(BIN)/semseg: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet '$(TORCH)' -e '.[dev]'
 	touch $(BIN)/semseg
 
 setup: $(BIN)/semseg
