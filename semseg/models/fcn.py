@@ -120,7 +120,8 @@ def fcn8s(
         encoder_weights: torchvision/timm VGG16 state dict (path or URL); fc6/fc7 are
             converted from dense to convolutional weights.
         learn_upsampling: train the transposed convolutions (``False`` keeps them bilinear).
-        width_divisor: divide every encoder channel count by this (tests build tiny copies, the CPU ablation quarter-width ones).
+        width_divisor: divide every encoder channel count by this (tests build tiny copies, the CPU
+            ablation quarter-width ones).
     """
     return _create_fcn(num_classes, 2, backbone, encoder_weights, learn_upsampling, width_divisor)
 

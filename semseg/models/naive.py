@@ -68,7 +68,8 @@ def naive(
         output_stride: 32 or 16.
         upsampling: ``"bilinear"`` or ``"nearest"`` interpolation of the logits.
         encoder_weights: torchvision/timm state dict (path or URL) for the backbone.
-        width_divisor: divide every channel count by this (tests build tiny copies, the CPU ablation quarter-width ones).
+        width_divisor: divide every channel count by this (tests build tiny copies, the CPU
+            ablation quarter-width ones).
     """
     if upsampling not in INTERPOLATIONS:
         raise ValueError(f"upsampling {upsampling!r} is not one of {', '.join(INTERPOLATIONS)}")
