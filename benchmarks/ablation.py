@@ -5,10 +5,11 @@
 
 Every variant trains from scratch with ``recipes/camvid.yaml`` (only the model section and the
 number of epochs differ), then its best checkpoint is scored on the val split: per-class IoU,
-mIoU, boundary F1, and the recall of small objects (ground-truth connected components whose
-bounding box is under 16 pixels on its longer side: the objects a stride-16/32 model cannot
-resolve). Runs (checkpoints, logs) go to ``--runs`` and are resumable: a finished variant is
-only re-scored.
+mIoU, boundary F1, and the recall of objects by size: for each ground-truth connected
+component of an object class (Pole, SignSymbol, Car, Pedestrian, Bicyclist), the fraction of
+its pixels predicted as its class, averaged within bins of its bounding box's longer side
+(under 16 pixels: what a stride-16/32 model cannot resolve; 16-31, 32-63, 64 and over). Runs
+(checkpoints, logs) go to ``--runs`` and are resumable: a finished variant is only re-scored.
 
 The VGG16-BN encoders (naive, FCN, SegNet) are built at a quarter of their width: with no
 ImageNet weights to start from and two CPU cores, full-width VGGs would not train in the
@@ -22,6 +23,7 @@ Writes to ``--out``: ``ablation.md`` (tables, machine, versions, command), ``abl
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import sys
@@ -72,24 +74,41 @@ cost 4.2 s per batch of 8 at half resolution here, 6x the quarter-width SegNet."
 RESCORED = {"naive-nearest": "naive-bilinear"}
 """Variants scored from another's weights: the naive model's coarse scores upsampled by
 nearest instead of bilinear interpolation (the upsampling has no parameters)."""
-SMALL_OBJECT_SIDE = 16
+OBJECT_CLASSES = ("Pole", "SignSymbol", "Car", "Pedestrian", "Bicyclist")
+SIZE_BINS = (0, 16, 32, 64)
+"""Lower edges, in pixels at 360x480, of the object-size bins (longer bounding-box side)."""
 OVERLAY_IMAGES = (0, 40, 80)
 
 
-def small_object_recall(prediction: np.ndarray, truth: np.ndarray, num_classes: int) -> list:
-    """Per ground-truth component smaller than SMALL_OBJECT_SIDE px (longer bbox side): the
-    fraction of its pixels predicted as its class. Returns a list of (class, fraction)."""
+def object_recall(prediction: np.ndarray, truth: np.ndarray, class_ids: list[int]) -> list:
+    """For each ground-truth connected component (8-connected) of the classes ``class_ids``:
+    ``(longer bounding-box side in px, fraction of its pixels predicted as its class)``."""
     found = []
-    for class_id in range(num_classes):
+    for class_id in class_ids:
         count, components, boxes, _ = cv2.connectedComponentsWithStats(
             (truth == class_id).astype(np.uint8), connectivity=8
         )
         for component in range(1, count):
-            if max(boxes[component, 2], boxes[component, 3]) >= SMALL_OBJECT_SIDE:
-                continue
+            side = int(max(boxes[component, 2], boxes[component, 3]))
             pixels = components == component
-            found.append((class_id, float((prediction[pixels] == class_id).mean())))
+            found.append((side, float((prediction[pixels] == class_id).mean())))
     return found
+
+
+def recall_by_size(found: list[tuple[int, float]]) -> list[dict]:
+    """Mean recall and object count per :data:`SIZE_BINS` bin."""
+    edges = (*SIZE_BINS, 10**9)
+    bins = []
+    for low, high in itertools.pairwise(edges):
+        inside = [fraction for side, fraction in found if low <= side < high]
+        bins.append(
+            {
+                "min_side": low,
+                "objects": len(inside),
+                "recall": float(np.mean(inside)) if inside else None,
+            }
+        )
+    return bins
 
 
 def load_variant(variant: str, runs: Path) -> Predictor:
@@ -116,13 +135,12 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     scores = evaluate(
         predictor.model, DataLoader(val_set, batch_size=1), val_set.labels.num_classes
     ).to_dict(val_set.labels)
-    small = []
+    class_ids = [val_set.labels.names.index(name) for name in OBJECT_CLASSES]
+    found = []
     for index in range(len(val_set)):
         image, truth = val_set.read(index)
-        prediction = predictor.predict(image).labels
-        small += small_object_recall(prediction, truth, val_set.labels.num_classes)
-    scores["small_object_recall"] = float(np.mean([f for _, f in small])) if small else None
-    scores["small_objects"] = len(small)
+        found += object_recall(predictor.predict(image).labels, truth, class_ids)
+    scores["object_recall_by_size"] = recall_by_size(found)
     scores["parameters"] = sum(p.numel() for p in predictor.model.parameters())
     history = torch.load(run_dir / "last.pt", weights_only=False)["training"]["history"]
     scores["train_images_per_s"] = float(np.median([r["images_per_s"] for r in history]))
@@ -144,10 +162,9 @@ def write_report(results: dict[str, dict], names: tuple[str, ...], args: argpars
         f"- budget: {args.epochs} epochs (validated every {args.val_every}, best kept), "
         f"input_scale {args.input_scale}, recipes/camvid.yaml otherwise; every model from "
         "scratch (no ImageNet weights are available here); VGG16-BN encoders at quarter width",
-        "- BF: boundary F1 (SegNet paper); small-object recall: mean fraction of each "
-        f"ground-truth component under {SMALL_OBJECT_SIDE} px predicted as its class",
+        "- BF: boundary F1 (SegNet paper); class acc: mean class accuracy (recall)",
         "",
-        "| model | params | train img/s | mIoU | pixel acc | BF | small-object recall | "
+        "| model | params | train img/s | mIoU | pixel acc | class acc | BF | "
         + " | ".join(names)
         + " |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | "
@@ -159,9 +176,29 @@ def write_report(results: dict[str, dict], names: tuple[str, ...], args: argpars
         lines.append(
             f"| {variant} | {s['parameters'] / 1e6:.2f}M | {s['train_images_per_s']:.1f} "
             f"| {percent(s['miou'])} "
-            f"| {percent(s['pixel_accuracy'])} | {percent(s.get('boundary_f1'))} "
-            f"| {percent(s['small_object_recall'])} | {per_class} |"
+            f"| {percent(s['pixel_accuracy'])} | {percent(s['mean_class_accuracy'])} "
+            f"| {percent(s.get('boundary_f1'))} | {per_class} |"
         )
+    bins = next(iter(results.values()))["object_recall_by_size"]
+    edges = [*(b["min_side"] for b in bins), None]
+    headers = [
+        f"{low}-{high - 1} px ({b['objects']})" if high else f">= {low} px ({b['objects']})"
+        for low, high, b in zip(edges[:-1], edges[1:], bins, strict=True)
+    ]
+    lines += [
+        "",
+        "Recall of objects by size: ground-truth connected components of "
+        f"{', '.join(OBJECT_CLASSES)} binned by their bounding box's longer side at 360x480 "
+        "(object count in brackets); "
+        "each cell is the mean over the bin's objects of the fraction of their pixels predicted "
+        "as their class.",
+        "",
+        "| model | " + " | ".join(headers) + " |",
+        "| --- | " + " | ".join("---:" for _ in headers) + " |",
+    ]
+    for variant, s in results.items():
+        cells = " | ".join(percent(b["recall"]) for b in s["object_recall_by_size"])
+        lines.append(f"| {variant} | {cells} |")
     (args.out / "ablation.md").write_text("\n".join(lines) + "\n")
 
 
