@@ -35,11 +35,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from semseg.models import register_model
-from semseg.models.backbones.mobilenet import SeparableConv, mobilenet_v2
+from semseg.models.backbones.mobilenet import (
+    MobileNetV2,
+    MobileNetV3Large,
+    SeparableConv,
+    mobilenet_v2,
+    mobilenet_v3_large,
+)
 from semseg.models.blocks import ConvBNAct
 from semseg.models.pretrained import load_pretrained_encoder
 
 ENCODER_STRIDE = 32
+ENCODERS = ("mobilenet_v2", "mobilenet_v3_large")
+
+
+def build_encoder(name: str, width_mult: float) -> MobileNetV2 | MobileNetV3Large:
+    """The encoder ``name`` at output stride 32: MobileNetV2 without its final 1x1 convolution
+    to 1280 channels (stride-32 map: 320 channels at width 1), or MobileNetV3-Large with its
+    1x1 convolution to 960 channels (torchvision's ``features`` whole)."""
+    if name == "mobilenet_v2":
+        return mobilenet_v2(width_mult, last_conv=False)
+    if name == "mobilenet_v3_large":
+        return mobilenet_v3_large(width_mult)
+    raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {name!r}")
 
 
 class MobileUNet(nn.Module):
@@ -47,13 +65,21 @@ class MobileUNet(nn.Module):
 
     Args:
         num_classes: output channels (logits, no softmax).
-        width_mult: MobileNetV2 width multiplier.
+        encoder: ``"mobilenet_v2"`` or ``"mobilenet_v3_large"`` (see :func:`build_encoder`).
+        width_mult: the encoder's width multiplier.
         decoder_channels: channels of the decoder after merging the skips at strides 16, 8,
             4 and 2 in turn; fewer entries stop the decoder earlier (3: at stride 4).
+        merge_kernels: per decoder level, 3 for a depthwise separable 3x3 merge or 1 for a
+            1x1 conv-BN-ReLU; ``None``: 3 at every level.
     """
 
     def __init__(
-        self, num_classes: int, width_mult: float, decoder_channels: Sequence[int]
+        self,
+        num_classes: int,
+        encoder: str,
+        width_mult: float,
+        decoder_channels: Sequence[int],
+        merge_kernels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -64,7 +90,14 @@ class MobileUNet(nn.Module):
                 "decoder_channels must be 1 to 4 positive channel counts (for the skips at "
                 f"strides 16, 8, 4, 2), got {decoder_channels}"
             )
-        self.encoder = mobilenet_v2(width_mult, last_conv=False)
+        merge_kernels = (3,) * len(decoder_channels) if merge_kernels is None else merge_kernels
+        merge_kernels = tuple(merge_kernels)
+        if len(merge_kernels) != len(decoder_channels) or not set(merge_kernels) <= {1, 3}:
+            raise ValueError(
+                f"merge_kernels must give 1 or 3 for each of the {len(decoder_channels)} "
+                f"decoder levels, got {merge_kernels}"
+            )
+        self.encoder = build_encoder(encoder, width_mult)
         self.output_stride = ENCODER_STRIDE >> len(decoder_channels)
         *skip_channels, top_channels = self.encoder.channels
         self.top = ConvBNAct(top_channels, decoder_channels[0], 1)
@@ -73,7 +106,11 @@ class MobileUNet(nn.Module):
         skips = skip_channels[::-1][: len(decoder_channels)]
         self.merge = nn.ModuleList(
             SeparableConv(c_in + c_skip, c_out)
-            for c_in, c_skip, c_out in zip(inputs, skips, decoder_channels, strict=True)
+            if kernel == 3
+            else ConvBNAct(c_in + c_skip, c_out, 1)
+            for c_in, c_skip, c_out, kernel in zip(
+                inputs, skips, decoder_channels, merge_kernels, strict=True
+            )
         )
         self.classifier = nn.Conv2d(decoder_channels[-1], num_classes, 1)
 
@@ -91,21 +128,25 @@ class MobileUNet(nn.Module):
 @register_model
 def mobile_unet(
     num_classes: int,
+    encoder: str = "mobilenet_v2",
     width_mult: float = 0.5,
     decoder_channels: Sequence[int] = (64, 48, 32),
+    merge_kernels: Sequence[int] | None = None,
     encoder_weights: str | Path | None = None,
 ) -> MobileUNet:
     """Mobile U-Net, the real-time model for CPUs (see module docstring).
 
     Args:
         num_classes: output channels (11 for CamVid).
-        width_mult: MobileNetV2 width multiplier (0.5: 480,320 encoder parameters).
+        encoder: ``"mobilenet_v2"`` or ``"mobilenet_v3_large"``.
+        width_mult: encoder width multiplier (MobileNetV2 at 0.5: 480,320 encoder parameters).
         decoder_channels: decoder widths after the skips at strides 16, 8, 4 (and 2 with a
             fourth entry, e.g. ``(64, 48, 32, 16)``: about 25% slower).
-        encoder_weights: a torchvision ``mobilenet_v2`` state dict (path or URL); only fits
-            ``width_mult=1.0``, the one width torchvision publishes.
+        merge_kernels: per decoder level, 3 (depthwise separable 3x3) or 1 (1x1 conv).
+        encoder_weights: a torchvision ``mobilenet_v2`` or ``mobilenet_v3_large`` state dict
+            (path or URL); only fits ``width_mult=1.0``, the one width torchvision publishes.
     """
-    model = MobileUNet(num_classes, width_mult, decoder_channels)
+    model = MobileUNet(num_classes, encoder, width_mult, decoder_channels, merge_kernels)
     if encoder_weights is not None:
         load_pretrained_encoder(model.encoder, encoder_weights)
     return model

@@ -1,5 +1,5 @@
-"""Mobile U-Net: the architecture contract, a hand count of its decoder, its output stride,
-and loading torchvision MobileNetV2 weights."""
+"""Mobile U-Net: the architecture contract on both encoders, a hand count of its decoder, its
+output stride, and loading torchvision MobileNetV2 and MobileNetV3-Large weights."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ import pytest
 import torch
 
 from semseg.models import create_model
+from semseg.models.backbones.mobilenet import SeparableConv
 
 from .architecture_contract import ArchitectureContract
-from .test_mobilenet import random_state, torchvision_mobilenet_v2_shapes
+from .test_mobilenet import (
+    random_state,
+    torchvision_mobilenet_v2_shapes,
+    torchvision_mobilenet_v3_large_shapes,
+)
 
 
 class TestMobileUNet(ArchitectureContract):
@@ -26,6 +31,16 @@ class TestMobileUNetToStride4(ArchitectureContract):
     model_name = "mobile_unet"
     input_size = (64, 96)
     model_kwargs = {"width_mult": 0.25, "decoder_channels": (8, 8, 8)}
+
+
+class TestMobileUNetOnMobileNetV3(ArchitectureContract):
+    model_name = "mobile_unet"
+    input_size = (64, 96)
+    model_kwargs = {
+        "encoder": "mobilenet_v3_large",
+        "width_mult": 0.25,
+        "decoder_channels": (16, 8, 8),
+    }
 
 
 def _separable(c_in: int, c_out: int) -> int:
@@ -43,6 +58,23 @@ def test_decoder_parameter_count_matches_hand_count() -> None:
     merges = _separable(64 + 48, 64) + _separable(64 + 16, 48) + _separable(48 + 16, 32)
     classifier = 32 * 11 + 11
     encoder = sum(p.numel() for p in model.encoder.parameters())
+    total = sum(p.numel() for p in model.parameters())
+    assert total - encoder == top + gate + merges + classifier
+
+
+def test_mobilenet_v3_decoder_takes_the_skips_of_its_stages() -> None:
+    # MobileNetV3-Large's maps at strides 16, 8, 4: 112, 40, 24 channels; 960 at stride 32.
+    model = create_model(
+        "mobile_unet", 11, encoder="mobilenet_v3_large", width_mult=1.0,
+        decoder_channels=(128, 64, 32),
+    )  # fmt: skip
+    assert model.encoder.channels == (16, 24, 40, 112, 960)
+    top = 960 * 128 + 2 * 128
+    gate = 960 * 128 + 128
+    merges = _separable(128 + 112, 128) + _separable(128 + 40, 64) + _separable(64 + 24, 32)
+    classifier = 32 * 11 + 11
+    encoder = sum(p.numel() for p in model.encoder.parameters())
+    assert encoder == 2_971_952  # torchvision's mobilenet_v3_large less its classifier
     total = sum(p.numel() for p in model.parameters())
     assert total - encoder == top + gate + merges + classifier
 
@@ -77,6 +109,33 @@ def test_context_gate_scales_the_top_features_by_a_sigmoid_of_their_mean() -> No
     torch.testing.assert_close(captured["merged"][:, :8], expected)
 
 
+def test_merge_kernel_1_is_a_pointwise_conv_on_the_upsampled_map_and_the_skip() -> None:
+    model = create_model(
+        "mobile_unet", 3, width_mult=0.25, decoder_channels=(8, 8), merge_kernels=(3, 1)
+    ).eval()
+    merge = model.merge[1]
+    assert isinstance(model.merge[0], SeparableConv)
+    conv, norm = merge[0], merge[1]
+    assert conv.kernel_size == (1, 1)
+    generator = torch.Generator().manual_seed(0)
+    norm.running_mean.copy_(torch.randn(8, generator=generator))
+    norm.running_var.copy_(torch.rand(8, generator=generator) + 0.5)
+    captured = {}
+    merge.register_forward_hook(lambda m, args, out: captured.update(x=args[0], y=out))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 96))
+        x = captured["x"]  # 8 upsampled decoder channels and the 8-channel stride-8 skip
+        assert x.shape == (1, 16, 8, 12)
+        pre = torch.einsum("oc,nchw->nohw", conv.weight[:, :, 0, 0], x)
+        expected = torch.relu(
+            (pre - norm.running_mean[:, None, None])
+            / torch.sqrt(norm.running_var[:, None, None] + norm.eps)
+            * norm.weight[:, None, None]
+            + norm.bias[:, None, None]
+        )
+    torch.testing.assert_close(captured["y"], expected)
+
+
 def test_torchvision_mobilenet_v2_weights_fill_the_width_1_encoder(tmp_path: Path) -> None:
     state = random_state(torchvision_mobilenet_v2_shapes())
     path = tmp_path / "mobilenet_v2.pth"
@@ -88,9 +147,29 @@ def test_torchvision_mobilenet_v2_weights_fill_the_width_1_encoder(tmp_path: Pat
         assert torch.equal(tensor, state[name]), name
 
 
+def test_torchvision_mobilenet_v3_large_weights_fill_the_encoder(tmp_path: Path) -> None:
+    state = random_state(torchvision_mobilenet_v3_large_shapes())
+    path = tmp_path / "mobilenet_v3_large.pth"
+    torch.save(state, path)
+    model = create_model(
+        "mobile_unet", 5, encoder="mobilenet_v3_large", width_mult=1.0, encoder_weights=path
+    )
+    loaded = model.encoder.state_dict()
+    assert set(loaded) == {name for name in state if name.startswith("features.")}
+    for name, tensor in loaded.items():
+        assert torch.equal(tensor, state[name]), name
+
+
 @pytest.mark.parametrize(
     ("argument", "value"),
-    [("decoder_channels", ()), ("decoder_channels", (8, 8, 8, 8, 8)), ("decoder_channels", (8, 0))],
+    [
+        ("encoder", "resnet18"),
+        ("decoder_channels", ()),
+        ("decoder_channels", (8, 8, 8, 8, 8)),
+        ("decoder_channels", (8, 0)),
+        ("merge_kernels", (3, 3)),
+        ("merge_kernels", (3, 5, 3)),
+    ],
 )
 def test_bad_argument_is_named(argument: str, value: object) -> None:
     with pytest.raises(ValueError, match=rf"{argument}.*{re.escape(str(value))}"):
