@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/ablation.py --data ../shared/data/camvid --epochs 12 \
         [--variants fcn8s segnet ...] [--runs runs/ablation] [--out benchmarks/results/ablation]
+        [--seed 0]
 
 Every variant trains from scratch with ``recipes/camvid.yaml`` (only the model section and the
 number of epochs differ), then its best checkpoint is scored on the val split: per-class IoU,
@@ -10,6 +11,8 @@ component of an object class (Pole, SignSymbol, Car, Pedestrian, Bicyclist), the
 its pixels predicted as its class, averaged within bins of its bounding box's longer side
 (under 16 pixels: what a stride-16/32 model cannot resolve; 16-31, 32-63, 64 and over). Runs
 (checkpoints, logs) go to ``--runs`` and are resumable: a finished variant is only re-scored.
+``--seed`` replaces the recipe's seed (initialisation, augmentation, batch order); give each
+seed its own ``--runs`` and ``--out`` to measure the spread between repeated runs.
 
 The VGG16-BN encoders (naive, FCN, SegNet) are built at a quarter of their width: with no
 ImageNet weights to start from and two CPU cores, full-width VGGs would not train in the
@@ -55,6 +58,13 @@ def lraspp_mobilenet_v3_large(num_classes: int) -> LRASPP:
 
 
 QUARTER_VGG16_BN = {"backbone": "vgg16_bn", "width_divisor": 4}
+MOBILENET_V3 = {
+    "encoder": "mobilenet_v3_large",
+    "width_mult": 1.0,
+    "decoder_channels": [128, 64, 32],
+}
+"""The real-time model's encoder and decoder widths, spelled out so that its runs do not
+depend on ``mobile_unet``'s defaults."""
 VARIANTS: dict[str, dict] = {
     "naive-bilinear": {"name": "naive", **QUARTER_VGG16_BN},
     "fcn32s": {"name": "fcn32s", **QUARTER_VGG16_BN},
@@ -66,7 +76,27 @@ VARIANTS: dict[str, dict] = {
     "encoder_decoder": {"name": "encoder_decoder", "widths": [16, 32, 64, 128]},
     "unet": {"name": "unet", "base_channels": 16},
     "deeplabv3plus": {"name": "deeplabv3plus", "backbone": "resnet18"},
-    "mobile_unet": {"name": "mobile_unet"},
+    "mobile_unet": {"name": "mobile_unet", **MOBILENET_V3, "merge_kernels": [3, 1, 1]},
+    "mobile_unet-sep": {"name": "mobile_unet", **MOBILENET_V3, "merge_kernels": [3, 3, 3]},
+    "mobile_unet-sep-stride8": {
+        **MOBILENET_V3,
+        "name": "mobile_unet",
+        "decoder_channels": [128, 64],
+        "merge_kernels": [3, 3],
+    },
+    "mobile_unet-sep-w0.75": {
+        "name": "mobile_unet",
+        **MOBILENET_V3,
+        "width_mult": 0.75,
+        "merge_kernels": [3, 3, 3],
+    },
+    "mobile_unet-v2-w0.5": {
+        "name": "mobile_unet",
+        "encoder": "mobilenet_v2",
+        "width_mult": 0.5,
+        "decoder_channels": [64, 48, 32],
+        "merge_kernels": [3, 3, 3],
+    },
     "lraspp_mobilenet_v3_large": {"name": "lraspp_mobilenet_v3_large"},
 }
 """Trained variants. SegNet-Basic is left out: its 64-channel 7x7 convolutions at every scale
@@ -122,7 +152,10 @@ def load_variant(variant: str, runs: Path) -> Predictor:
 
 
 def run_variant(variant: str, args: argparse.Namespace) -> dict:
-    recipe = load_recipe("camvid", [f"data.root={args.data}", f"train.epochs={args.epochs}"])
+    recipe = load_recipe(
+        "camvid",
+        [f"data.root={args.data}", f"train.epochs={args.epochs}", f"seed={args.seed}"],
+    )
     data = recipe.to_dict()
     data["train"]["val_every"] = args.val_every
     trained = RESCORED.get(variant, variant)
@@ -160,6 +193,7 @@ def write_report(results: dict[str, dict], names: tuple[str, ...], args: argpars
         f"- machine: {platform.machine()}, {torch.get_num_threads()} threads; "
         f"Python {platform.python_version()}, torch {torch.__version__}",
         f"- budget: {args.epochs} epochs (validated every {args.val_every}, best kept), "
+        f"seed {args.seed}, "
         f"input_scale {args.input_scale}, recipes/camvid.yaml otherwise; every model from "
         "scratch (no ImageNet weights are available here); VGG16-BN encoders at quarter width",
         "- BF: boundary F1 (SegNet paper); class acc: mean class accuracy (recall)",
@@ -245,6 +279,7 @@ def main() -> None:
     parser.add_argument("--input-scale", type=float, default=0.5)
     parser.add_argument("--runs", type=Path, default=Path("runs/ablation"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ablation"))
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,8 @@ per round, so load from other processes spreads over all of them; each figure is
 (and the fastest) of ``--rounds`` runs after two warm-up runs. With ``--train-rounds`` above 0
 a training step (forward, cross-entropy, backward, SGD step) on a batch of 4 is timed too,
 in turns likewise. Under load from other processes the fastest run is the better estimate
-of the work a model needs: load only ever adds time.
+of the work a model needs: load only ever adds time. The ratio columns are the median over
+rounds of a candidate's time over the LR-ASPP yardstick's in the same round.
 
 Yardsticks: torchvision's ``lraspp_mobilenet_v3_large`` (torchvision is not installed here, so
 :class:`LRASPP` rebuilds it on :class:`~semseg.models.backbones.mobilenet.MobileNetV3Large`
@@ -77,32 +78,46 @@ class LRASPP(nn.Module):
         return F.interpolate(y, size=x.shape[-2:], mode="bilinear")
 
 
+YARDSTICK = "lraspp_mobilenet_v3_large (yardstick)"
 CANDIDATES: dict[str, Callable[[], nn.Module]] = {
-    "lraspp_mobilenet_v3_large (yardstick)": lambda: LRASPP(
-        mobilenet_v3_large(output_stride=16), NUM_CLASSES
-    ),
+    YARDSTICK: lambda: LRASPP(mobilenet_v3_large(output_stride=16), NUM_CLASSES),
     "unet(base_channels=16) (yardstick)": lambda: create_model(
         "unet", NUM_CLASSES, base_channels=16
     ),
-    "lraspp mobilenet_v2 (width 1, OS16)": lambda: LRASPP(
-        mobilenet_v2(output_stride=16, last_conv=False), NUM_CLASSES
+    "lraspp mobilenet_v3_large at OS32 (no dilation)": lambda: LRASPP(
+        mobilenet_v3_large(output_stride=32), NUM_CLASSES
     ),
     "lraspp mobilenet_v2 (width 0.5, OS16)": lambda: LRASPP(
         mobilenet_v2(0.5, output_stride=16, last_conv=False), NUM_CLASSES
     ),
-    "mobile_unet (defaults: width 0.5, decoder to stride 4)": lambda: create_model(
+    "mobile_unet() (defaults: MobileNetV3-Large, merges 3x3, 1x1, 1x1)": lambda: create_model(
         "mobile_unet", NUM_CLASSES
     ),
-    "mobile_unet(decoder_channels=(64, 48, 32, 16)) (to stride 2)": lambda: create_model(
-        "mobile_unet", NUM_CLASSES, decoder_channels=(64, 48, 32, 16)
+    "mobile_unet(merge_kernels=(3, 3, 3))": lambda: create_model(
+        "mobile_unet", NUM_CLASSES, merge_kernels=(3, 3, 3)
     ),
-    "mobile_unet(width_mult=0.75)": lambda: create_model(
-        "mobile_unet", NUM_CLASSES, width_mult=0.75
+    "mobile_unet(decoder_channels=(128, 64), merge_kernels=(3, 3)) (to stride 8)": lambda: (
+        create_model("mobile_unet", NUM_CLASSES, decoder_channels=(128, 64), merge_kernels=(3, 3))
     ),
-    "mobile_unet(width_mult=1.0, decoder_channels=(96, 64, 32))": lambda: create_model(
-        "mobile_unet", NUM_CLASSES, width_mult=1.0, decoder_channels=(96, 64, 32)
+    "mobile_unet(width_mult=0.75, merge_kernels=(3, 3, 3))": lambda: create_model(
+        "mobile_unet", NUM_CLASSES, width_mult=0.75, merge_kernels=(3, 3, 3)
+    ),
+    "mobile_unet(encoder='mobilenet_v2', width_mult=0.5, decoder_channels=(64, 48, 32), "
+    "merge_kernels=(3, 3, 3))": lambda: create_model(
+        "mobile_unet",
+        NUM_CLASSES,
+        encoder="mobilenet_v2",
+        width_mult=0.5,
+        decoder_channels=(64, 48, 32),
+        merge_kernels=(3, 3, 3),
     ),
 }
+
+
+def paired_ratio(times: list[float], yardstick: list[float]) -> float:
+    """Median over rounds of this round's time over the yardstick's time in the same round:
+    load that slows a whole round cancels out."""
+    return statistics.median(t / y for t, y in zip(times, yardstick, strict=True))
 
 
 def time_in_turns(
@@ -196,20 +211,25 @@ def main() -> None:
         "warm-up runs, candidates timed in turns",
         f"- train step: batch {TRAIN_BATCH}, forward + cross-entropy + backward + SGD, "
         f"median and fastest of {args.train_rounds} runs after 1 warm-up run",
+        "- ratios: median over rounds of the candidate's time / the LR-ASPP yardstick's time "
+        "in the same round",
         "",
         "| model | parameters | NCHW median (min) ms | channels_last median (min) ms "
-        "| train step b=4 median (min) s |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| NCHW / yardstick | channels_last / yardstick | train step b=4 median (min) s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, model in models.items():
         nchw, cl = latency[f"{name}|nchw"], latency[f"{name}|cl"]
+        nchw_ratio = paired_ratio(nchw, latency[f"{YARDSTICK}|nchw"])
+        cl_ratio = paired_ratio(cl, latency[f"{YARDSTICK}|cl"])
         step = "-"
         if training:
             step = f"{statistics.median(training[name]):.2f} ({min(training[name]):.2f})"
         lines.append(
             f"| {name} | {sum(p.numel() for p in model.parameters()):,} "
             f"| {1000 * statistics.median(nchw):.1f} ({1000 * min(nchw):.1f}) "
-            f"| {1000 * statistics.median(cl):.1f} ({1000 * min(cl):.1f}) | {step} |"
+            f"| {1000 * statistics.median(cl):.1f} ({1000 * min(cl):.1f}) "
+            f"| {nchw_ratio:.2f} | {cl_ratio:.2f} | {step} |"
         )
         print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

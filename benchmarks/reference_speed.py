@@ -193,8 +193,9 @@ def groups() -> list[Group]:
         "mobile_unet": Group(
             "Real-time yardstick",
             [ours("mobile_unet"), torchvision_model("lraspp_mobilenet_v3_large")],
-            note="Different architectures: LR-ASPP on MobileNetV3-Large (logits at stride "
-            "8) against MobileNetV2 width 0.5 with a U-Net decoder to stride 4.",
+            note="Same encoder, different heads: LR-ASPP on MobileNetV3-Large dilated to output "
+            "stride 16 (logits at stride 8) against MobileNetV3-Large at output stride 32 "
+            "with a U-Net decoder to stride 4.",
         ),
         "unet": Group(
             "U-Net yardstick",
