@@ -1,28 +1,36 @@
-"""Mobile U-Net: a MobileNetV2 encoder and a light U-Net decoder, for CPUs and embedded use.
+"""Mobile U-Net: a MobileNetV3-Large encoder and a light U-Net decoder, for CPUs and embedded.
 
-Encoder: MobileNetV2 (Sandler et al., "MobileNetV2: Inverted Residuals and Linear
-Bottlenecks", CVPR 2018) at width 0.5, without its final 1x1 convolution to 1280 channels.
-Decoder: U-Net's expanding path (Ronneberger et al., MICCAI 2015) made cheap: at strides 16, 8
-and 4 the coarser map is upsampled bilinearly to the skip's size, concatenated with the
-encoder's map of that stride, and merged by one depthwise separable 3x3 convolution
-(depthwise and pointwise, each with BatchNorm and ReLU). Before the decoder the stride-32
-features pass a 1x1 conv-BN-ReLU gated channel-wise by a sigmoid of a 1x1 convolution of their
-global average (the context branch of LR-ASPP, Howard et al., "Searching for MobileNetV3",
-ICCV 2019; no BatchNorm on the pooled branch, so batch size 1 trains). A 1x1 convolution
-classifies the last decoder map and bilinear upsampling brings the logits to the input size.
+Encoder: MobileNetV3-Large (Howard et al., "Searching for MobileNetV3", ICCV 2019) at output
+stride 32, its ``features`` whole (ending with the 1x1 convolution to 960 channels); or
+MobileNetV2 (Sandler et al., "MobileNetV2: Inverted Residuals and Linear Bottlenecks", CVPR
+2018) without its final 1x1 convolution to 1280 channels. Decoder: U-Net's expanding path
+(Ronneberger et al., MICCAI 2015) made cheap: at strides 16, 8 and 4 the coarser map is
+upsampled bilinearly to the skip's size, concatenated with the encoder's map of that stride,
+and merged by a depthwise separable 3x3 convolution (depthwise and pointwise, each with
+BatchNorm and ReLU) at stride 16 and by a 1x1 conv-BN-ReLU at strides 8 and 4
+(``merge_kernels``). Before the decoder the stride-32 features pass a 1x1 conv-BN-ReLU gated
+channel-wise by a sigmoid of a 1x1 convolution of their global average (the context branch of
+LR-ASPP, Howard et al. 2019; no BatchNorm on the pooled branch, so batch size 1 trains). A 1x1
+convolution classifies the last decoder map and bilinear upsampling brings the logits to the
+input size.
 
-Chosen by measurement among LR-ASPP on MobileNetV3-Large and MobileNetV2, ENet and this
-design at several widths and decoder depths (``benchmarks/realtime_latency.py``; numbers,
-machine and command in ``benchmarks/results/realtime_latency.md``): the fastest candidate
-that keeps a skip path down to stride 4, which thin classes (poles, signs, pedestrians) need,
-and the cheapest to train.
+Against torchvision's ``lraspp_mobilenet_v3_large`` (same encoder, dilated to output stride
+16, logits at stride 8): the encoder keeps its strides, so its last stage runs on a quarter
+of the pixels, and the saving pays for a decoder down to stride 4. Chosen by measurement
+(``benchmarks/realtime_latency.py`` for CPU latency, ``benchmarks/ablation.py`` for CamVid
+mIoU under one training recipe; results, machine and commands in ``benchmarks/results/``):
+1x1 merges at strides 8 and 4 take 0.95x (NCHW) and 0.87x (channels_last) the latency of
+3x3 separable ones and scored 1.0 mIoU point more over three seeds (within the seeds'
+spread); stopping the decoder at stride 8 cost 2.5 points (one seed); a 0.75-wide encoder
+was 0.86x as fast but 1.4 points below LR-ASPP (two seeds); MobileNetV2 at width 0.5 (the
+former default) was fastest, 0.68x, but 15 points below.
 
 Output stride 4 with the defaults (``32 / 2**len(decoder_channels)``). Parameters for 11
-classes: 517,515 (480,320 in the encoder). Latency at 1x3x360x480, fp32, batch 1, 2 threads,
-eager PyTorch 2.13 on a shared 2-core AMD EPYC: 19.6 ms median (13.6 ms channels_last) against
-29.9 ms (20.6 ms) for torchvision's ``lraspp_mobilenet_v3_large`` architecture and 107.9 ms
-(79.6 ms) for ``unet(base_channels=16)`` in the same run; a training step on 4 images takes
-0.28 s there.
+classes: 3,265,835 (2,971,952 in the encoder; LR-ASPP: 3,219,838). At 1x3x360x480, fp32,
+batch 1, 2 threads, eager PyTorch 2.13 on a shared 2-core AMD EPYC, timed in turns with the
+LR-ASPP rebuild: 0.94x its latency in NCHW and 0.85x in channels_last; a training step takes
+0.74x as long. CamVid val mIoU under one recipe (12 epochs from scratch, three seeds): 50.2
+(48.8 to 51.6) against 49.2 (49.0 to 49.7) for LR-ASPP; boundary F1 33.7 against 30.1.
 """
 
 from __future__ import annotations
@@ -70,7 +78,7 @@ class MobileUNet(nn.Module):
         decoder_channels: channels of the decoder after merging the skips at strides 16, 8,
             4 and 2 in turn; fewer entries stop the decoder earlier (3: at stride 4).
         merge_kernels: per decoder level, 3 for a depthwise separable 3x3 merge or 1 for a
-            1x1 conv-BN-ReLU; ``None``: 3 at every level.
+            1x1 conv-BN-ReLU; ``None``: 3 at stride 16, 1 below.
     """
 
     def __init__(
@@ -90,7 +98,8 @@ class MobileUNet(nn.Module):
                 "decoder_channels must be 1 to 4 positive channel counts (for the skips at "
                 f"strides 16, 8, 4, 2), got {decoder_channels}"
             )
-        merge_kernels = (3,) * len(decoder_channels) if merge_kernels is None else merge_kernels
+        if merge_kernels is None:
+            merge_kernels = (3,) + (1,) * (len(decoder_channels) - 1)
         merge_kernels = tuple(merge_kernels)
         if len(merge_kernels) != len(decoder_channels) or not set(merge_kernels) <= {1, 3}:
             raise ValueError(
@@ -128,9 +137,9 @@ class MobileUNet(nn.Module):
 @register_model
 def mobile_unet(
     num_classes: int,
-    encoder: str = "mobilenet_v2",
-    width_mult: float = 0.5,
-    decoder_channels: Sequence[int] = (64, 48, 32),
+    encoder: str = "mobilenet_v3_large",
+    width_mult: float = 1.0,
+    decoder_channels: Sequence[int] = (128, 64, 32),
     merge_kernels: Sequence[int] | None = None,
     encoder_weights: str | Path | None = None,
 ) -> MobileUNet:
@@ -139,10 +148,12 @@ def mobile_unet(
     Args:
         num_classes: output channels (11 for CamVid).
         encoder: ``"mobilenet_v2"`` or ``"mobilenet_v3_large"``.
-        width_mult: encoder width multiplier (MobileNetV2 at 0.5: 480,320 encoder parameters).
+        width_mult: encoder width multiplier (MobileNetV3-Large at 1: 2,971,952 encoder
+            parameters; MobileNetV2 at 0.5: 480,320).
         decoder_channels: decoder widths after the skips at strides 16, 8, 4 (and 2 with a
-            fourth entry, e.g. ``(64, 48, 32, 16)``: about 25% slower).
-        merge_kernels: per decoder level, 3 (depthwise separable 3x3) or 1 (1x1 conv).
+            fourth entry, e.g. ``(128, 64, 32, 16)``).
+        merge_kernels: per decoder level, 3 (depthwise separable 3x3) or 1 (1x1 conv);
+            ``None``: 3 at stride 16, 1 below.
         encoder_weights: a torchvision ``mobilenet_v2`` or ``mobilenet_v3_large`` state dict
             (path or URL); only fits ``width_mult=1.0``, the one width torchvision publishes.
     """

@@ -1,5 +1,6 @@
-"""Mobile U-Net: the architecture contract on both encoders, a hand count of its decoder, its
-output stride, and loading torchvision MobileNetV2 and MobileNetV3-Large weights."""
+"""Mobile U-Net: the architecture contract on both encoders and both merge kinds, hand counts
+of its decoder, its output stride, and loading torchvision MobileNetV2 and MobileNetV3-Large
+weights."""
 
 from __future__ import annotations
 
@@ -24,22 +25,23 @@ class TestMobileUNet(ArchitectureContract):
     model_name = "mobile_unet"
     # At least 2x2 at stride 32: torch.export specialises dimensions of size 1.
     input_size = (64, 96)
+    model_kwargs = {"width_mult": 0.25, "decoder_channels": (16, 8, 8)}
+
+
+class TestMobileUNetToStride2(ArchitectureContract):
+    model_name = "mobile_unet"
+    input_size = (64, 96)
     model_kwargs = {"width_mult": 0.25, "decoder_channels": (16, 12, 8, 8)}
 
 
-class TestMobileUNetToStride4(ArchitectureContract):
-    model_name = "mobile_unet"
-    input_size = (64, 96)
-    model_kwargs = {"width_mult": 0.25, "decoder_channels": (8, 8, 8)}
-
-
-class TestMobileUNetOnMobileNetV3(ArchitectureContract):
+class TestMobileUNetOnMobileNetV2WithSeparableMerges(ArchitectureContract):
     model_name = "mobile_unet"
     input_size = (64, 96)
     model_kwargs = {
-        "encoder": "mobilenet_v3_large",
+        "encoder": "mobilenet_v2",
         "width_mult": 0.25,
-        "decoder_channels": (16, 8, 8),
+        "decoder_channels": (8, 8, 8),
+        "merge_kernels": (3, 3, 3),
     }
 
 
@@ -48,33 +50,39 @@ def _separable(c_in: int, c_out: int) -> int:
     return (9 * c_in + 2 * c_in) + (c_in * c_out + 2 * c_out)
 
 
-def test_decoder_parameter_count_matches_hand_count() -> None:
-    # Width 0.5 encoder maps (Sandler et al.'s channels halved, rounded to multiples of 8):
-    # 8, 16, 16, 48 channels at strides 2-16 and 160 at stride 32.
+def _pointwise(c_in: int, c_out: int) -> int:
+    """1x1 conv + BN, no bias."""
+    return c_in * c_out + 2 * c_out
+
+
+def test_default_decoder_parameter_count_matches_hand_count() -> None:
+    # MobileNetV3-Large's maps at strides 16, 8, 4: 112, 40, 24 channels; 960 at stride 32.
     model = create_model("mobile_unet", 11)
-    assert model.encoder.channels == (8, 16, 16, 48, 160)
-    top = 160 * 64 + 2 * 64  # 1x1 conv-BN
-    gate = 160 * 64 + 64  # 1x1 conv with bias
-    merges = _separable(64 + 48, 64) + _separable(64 + 16, 48) + _separable(48 + 16, 32)
+    assert model.encoder.channels == (16, 24, 40, 112, 960)
+    top = 960 * 128 + 2 * 128  # 1x1 conv-BN
+    gate = 960 * 128 + 128  # 1x1 conv with bias
+    # Default merges: a separable 3x3 at stride 16, 1x1 convolutions at strides 8 and 4.
+    merges = _separable(128 + 112, 128) + _pointwise(128 + 40, 64) + _pointwise(64 + 24, 32)
     classifier = 32 * 11 + 11
     encoder = sum(p.numel() for p in model.encoder.parameters())
+    assert encoder == 2_971_952  # torchvision's mobilenet_v3_large less its classifier
     total = sum(p.numel() for p in model.parameters())
     assert total - encoder == top + gate + merges + classifier
 
 
-def test_mobilenet_v3_decoder_takes_the_skips_of_its_stages() -> None:
-    # MobileNetV3-Large's maps at strides 16, 8, 4: 112, 40, 24 channels; 960 at stride 32.
+def test_mobilenet_v2_decoder_parameter_count_matches_hand_count() -> None:
+    # Width 0.5 encoder maps (Sandler et al.'s channels halved, rounded to multiples of 8):
+    # 8, 16, 16, 48 channels at strides 2-16 and 160 at stride 32.
     model = create_model(
-        "mobile_unet", 11, encoder="mobilenet_v3_large", width_mult=1.0,
-        decoder_channels=(128, 64, 32),
+        "mobile_unet", 11, encoder="mobilenet_v2", width_mult=0.5,
+        decoder_channels=(64, 48, 32), merge_kernels=(3, 3, 3),
     )  # fmt: skip
-    assert model.encoder.channels == (16, 24, 40, 112, 960)
-    top = 960 * 128 + 2 * 128
-    gate = 960 * 128 + 128
-    merges = _separable(128 + 112, 128) + _separable(128 + 40, 64) + _separable(64 + 24, 32)
+    assert model.encoder.channels == (8, 16, 16, 48, 160)
+    top = 160 * 64 + 2 * 64
+    gate = 160 * 64 + 64
+    merges = _separable(64 + 48, 64) + _separable(64 + 16, 48) + _separable(48 + 16, 32)
     classifier = 32 * 11 + 11
     encoder = sum(p.numel() for p in model.encoder.parameters())
-    assert encoder == 2_971_952  # torchvision's mobilenet_v3_large less its classifier
     total = sum(p.numel() for p in model.parameters())
     assert total - encoder == top + gate + merges + classifier
 
@@ -111,8 +119,9 @@ def test_context_gate_scales_the_top_features_by_a_sigmoid_of_their_mean() -> No
 
 def test_merge_kernel_1_is_a_pointwise_conv_on_the_upsampled_map_and_the_skip() -> None:
     model = create_model(
-        "mobile_unet", 3, width_mult=0.25, decoder_channels=(8, 8), merge_kernels=(3, 1)
-    ).eval()
+        "mobile_unet", 3, encoder="mobilenet_v2", width_mult=0.25, decoder_channels=(8, 8),
+        merge_kernels=(3, 1),
+    ).eval()  # fmt: skip
     merge = model.merge[1]
     assert isinstance(model.merge[0], SeparableConv)
     conv, norm = merge[0], merge[1]
@@ -140,7 +149,9 @@ def test_torchvision_mobilenet_v2_weights_fill_the_width_1_encoder(tmp_path: Pat
     state = random_state(torchvision_mobilenet_v2_shapes())
     path = tmp_path / "mobilenet_v2.pth"
     torch.save(state, path)
-    model = create_model("mobile_unet", 5, width_mult=1.0, encoder_weights=str(path))
+    model = create_model(
+        "mobile_unet", 5, encoder="mobilenet_v2", width_mult=1.0, encoder_weights=str(path)
+    )
     loaded = model.encoder.state_dict()
     assert set(loaded) <= set(state)
     for name, tensor in loaded.items():
@@ -151,9 +162,7 @@ def test_torchvision_mobilenet_v3_large_weights_fill_the_encoder(tmp_path: Path)
     state = random_state(torchvision_mobilenet_v3_large_shapes())
     path = tmp_path / "mobilenet_v3_large.pth"
     torch.save(state, path)
-    model = create_model(
-        "mobile_unet", 5, encoder="mobilenet_v3_large", width_mult=1.0, encoder_weights=path
-    )
+    model = create_model("mobile_unet", 5, encoder_weights=path)
     loaded = model.encoder.state_dict()
     assert set(loaded) == {name for name in state if name.startswith("features.")}
     for name, tensor in loaded.items():
