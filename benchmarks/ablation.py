@@ -39,6 +39,7 @@ from PIL import Image
 from realtime_latency import LRASPP  # benchmarks/ is on sys.path when this script runs
 from torch.utils.data import DataLoader
 
+from semseg.checkpoint import build_model_from
 from semseg.config import load_recipe
 from semseg.engine.build import build_dataset
 from semseg.engine.evaluate import evaluate
@@ -47,7 +48,7 @@ from semseg.models import register_model
 from semseg.models.backbones.mobilenet import mobilenet_v3_large
 from semseg.models.naive import NaiveSegmenter
 from semseg.predict import Predictor
-from semseg.visualize import colorize
+from semseg.visualize import colorize, legend_panel
 
 
 @register_model
@@ -174,7 +175,9 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
         image, truth = val_set.read(index)
         found += object_recall(predictor.predict(image).labels, truth, class_ids)
     scores["object_recall_by_size"] = recall_by_size(found)
-    scores["parameters"] = sum(p.numel() for p in predictor.model.parameters())
+    # Counted on the trained model: the predictor's has BatchNorm folded into the convolutions.
+    trained_model = build_model_from(torch.load(run_dir / "best.pt", weights_only=False))
+    scores["parameters"] = sum(p.numel() for p in trained_model.parameters())
     history = torch.load(run_dir / "last.pt", weights_only=False)["training"]["history"]
     scores["train_images_per_s"] = float(np.median([r["images_per_s"] for r in history]))
     scores["epochs"] = len(history)
@@ -237,36 +240,58 @@ def write_report(results: dict[str, dict], names: tuple[str, ...], args: argpars
 
 
 def plot_per_class(results: dict[str, dict], names: tuple[str, ...], path: Path) -> None:
+    """A heat map of IoU (%): one row per variant, one column per class, then mIoU."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(12, 4))
-    width = 0.8 / max(len(results), 1)
-    for offset, (variant, scores) in enumerate(results.items()):
-        values = [scores["per_class_iou"][n] or 0.0 for n in names]
-        axis.bar(np.arange(len(names)) + offset * width, values, width, label=variant)
-    axis.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30)
-    axis.set(ylabel="IoU", ylim=(0, 1), title="CamVid val, per-class IoU")
-    axis.legend(fontsize=7, ncol=4)
+    columns = [*names, "mIoU"]
+    table = np.array(
+        [
+            [(scores["per_class_iou"][n] or 0.0) for n in names] + [scores["miou"]]
+            for scores in results.values()
+        ]
+    )
+    figure, axis = plt.subplots(figsize=(1.0 * len(columns) + 3, 0.4 * len(results) + 1.5))
+    axis.imshow(table, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for (row, column), value in np.ndenumerate(table):
+        colour = "black" if value > 0.6 else "white"
+        axis.text(column, row, f"{100 * value:.0f}", ha="center", va="center", color=colour)
+    axis.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+    axis.set_yticks(range(len(results)), list(results))
+    axis.axvline(len(names) - 0.5, color="white", linewidth=2)
+    axis.set_title("CamVid val, IoU per class (%)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
 def overlay_grid(variants: list[str], args: argparse.Namespace, path: Path) -> None:
+    """One row per variant (after the images and their ground truth), one column per val image
+    of ``OVERLAY_IMAGES``, each row named in a label panel at its left; class legend at the
+    right."""
     recipe = load_recipe("camvid", [f"data.root={args.data}"])
     val_set = build_dataset(recipe.data, recipe.data.val_split)
+    samples = [val_set.read(index) for index in OVERLAY_IMAGES]
+    panels = {
+        "image": [image for image, _ in samples],
+        "ground truth": [colorize(truth, val_set.labels) for _, truth in samples],
+    }
+    for variant in variants:
+        predictor = load_variant(variant, args.runs)
+        panels[variant] = [
+            colorize(predictor.predict(image).labels, val_set.labels) for image, _ in samples
+        ]
     rows = []
-    for index in OVERLAY_IMAGES:
-        image, truth = val_set.read(index)
-        row = [image, colorize(truth, val_set.labels)]
-        for variant in variants:
-            predictor = load_variant(variant, args.runs)
-            row.append(colorize(predictor.predict(image).labels, val_set.labels))
-        rows.append(np.concatenate([cv2.resize(p, (240, 180)) for p in row], axis=1))
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    for name, pictures in panels.items():
+        label = np.full((180, 220, 3), 255, dtype=np.uint8)
+        cv2.putText(label, name, (6, 96), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+        rows.append(np.concatenate([label, *(cv2.resize(p, (240, 180)) for p in pictures)], axis=1))
+    grid = np.concatenate(rows, axis=0)
+    classes = range(val_set.labels.num_classes)
+    legend = legend_panel(val_set.labels, classes, grid.shape[0])
+    Image.fromarray(np.concatenate([grid, legend], axis=1)).save(path)
 
 
 def main() -> None:
