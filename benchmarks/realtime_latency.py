@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/realtime_latency.py [--threads 2] [--rounds 40]
         [--train-rounds 5] [--out benchmarks/results/realtime_latency.md]
 
-Each candidate runs in eval mode under ``torch.inference_mode``, fp32, batch 1, in NCHW and in
-channels_last memory format (model and input). Candidates are timed in turns, one run of each
+Each candidate runs in eval mode under ``torch.inference_mode``, fp32, batch 1, in NCHW, in
+channels_last memory format (model and input), and with BatchNorm folded into the convolutions
+in channels_last (what ``Predictor`` runs). Candidates are timed in turns, one run of each
 per round, so load from other processes spreads over all of them; each figure is the median
 (and the fastest) of ``--rounds`` runs after two warm-up runs. With ``--train-rounds`` above 0
 a training step (forward, cross-entropy, backward, SGD step) on a batch of 4 is timed too,
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semseg.fuse import fuse_conv_bn
 from semseg.models import create_model
 from semseg.models.backbones.mobilenet import (
     MobileNetV2,
@@ -136,15 +138,19 @@ def time_in_turns(
     return times
 
 
+LAYOUTS = ("nchw", "cl", "fused")
+"""NCHW; channels_last; BatchNorm folded into the convolutions and channels_last (what
+:class:`~semseg.predict.Predictor` runs)."""
+
+
 def inference_runs(models: dict[str, nn.Module]) -> dict[str, Callable[[], object]]:
-    """For each model, an NCHW and a channels_last batch-1 inference call."""
+    """For each model, a batch-1 inference call in each of ``LAYOUTS``."""
     runs: dict[str, Callable[[], object]] = {}
     for name, model in models.items():
-        for layout, memory_format in (
-            ("nchw", torch.contiguous_format),
-            ("cl", torch.channels_last),
-        ):
-            net = copy.deepcopy(model).to(memory_format=memory_format).eval()
+        for layout in LAYOUTS:
+            memory_format = torch.contiguous_format if layout == "nchw" else torch.channels_last
+            net = fuse_conv_bn(model) if layout == "fused" else copy.deepcopy(model).eval()
+            net = net.to(memory_format=memory_format)
             image = torch.randn(1, 3, HEIGHT, WIDTH).to(memory_format=memory_format)
             runs[f"{name}|{layout}"] = lambda net=net, image=image: net(image)
     return runs
@@ -215,22 +221,22 @@ def main() -> None:
         "in the same round",
         "",
         "| model | parameters | NCHW median (min) ms | channels_last median (min) ms "
-        "| NCHW / yardstick | channels_last / yardstick | train step b=4 median (min) s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| fused channels_last median (min) ms | NCHW / yardstick "
+        "| channels_last / yardstick | fused / yardstick | train step b=4 median (min) s |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, model in models.items():
-        nchw, cl = latency[f"{name}|nchw"], latency[f"{name}|cl"]
-        nchw_ratio = paired_ratio(nchw, latency[f"{YARDSTICK}|nchw"])
-        cl_ratio = paired_ratio(cl, latency[f"{YARDSTICK}|cl"])
+        cells = [f"{sum(p.numel() for p in model.parameters()):,}"]
+        for layout in LAYOUTS:
+            times = latency[f"{name}|{layout}"]
+            cells.append(f"{1000 * statistics.median(times):.1f} ({1000 * min(times):.1f})")
+        for layout in LAYOUTS:
+            ratio = paired_ratio(latency[f"{name}|{layout}"], latency[f"{YARDSTICK}|{layout}"])
+            cells.append(f"{ratio:.2f}")
         step = "-"
         if training:
             step = f"{statistics.median(training[name]):.2f} ({min(training[name]):.2f})"
-        lines.append(
-            f"| {name} | {sum(p.numel() for p in model.parameters()):,} "
-            f"| {1000 * statistics.median(nchw):.1f} ({1000 * min(nchw):.1f}) "
-            f"| {1000 * statistics.median(cl):.1f} ({1000 * min(cl):.1f}) "
-            f"| {nchw_ratio:.2f} | {cl_ratio:.2f} | {step} |"
-        )
+        lines.append(f"| {name} | {' | '.join(cells)} | {step} |")
         print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")

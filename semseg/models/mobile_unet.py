@@ -19,17 +19,18 @@ Against torchvision's ``lraspp_mobilenet_v3_large`` (same encoder, dilated to ou
 of the pixels, and the saving pays for a decoder down to stride 4. Chosen by measurement
 (``benchmarks/realtime_latency.py`` for CPU latency, ``benchmarks/ablation.py`` for CamVid
 mIoU under one training recipe; results, machine and commands in ``benchmarks/results/``):
-1x1 merges at strides 8 and 4 take 0.95x (NCHW) and 0.87x (channels_last) the latency of
-3x3 separable ones and scored 1.0 mIoU point more over three seeds (within the seeds'
-spread); stopping the decoder at stride 8 cost 2.5 points (one seed); a 0.75-wide encoder
-was 0.86x as fast but 1.4 points below LR-ASPP (two seeds); MobileNetV2 at width 0.5 (the
-former default) was fastest, 0.68x, but 15 points below.
+1x1 merges at strides 8 and 4 take 0.92-0.95x (NCHW) and 0.87-0.99x (channels_last) the
+latency of 3x3 separable ones and scored 1.0 mIoU point more over three seeds (within the
+seeds' spread); stopping the decoder at stride 8 cost 2.5 points (one seed); a 0.75-wide
+encoder took 0.82-0.86x LR-ASPP's latency but scored 1.4 points below it (two seeds);
+MobileNetV2 at width 0.5 (the former default) took 0.58-0.68x but scored 15 points below.
 
 Output stride 4 with the defaults (``32 / 2**len(decoder_channels)``). Parameters for 11
 classes: 3,265,835 (2,971,952 in the encoder; LR-ASPP: 3,219,838). At 1x3x360x480, fp32,
 batch 1, 2 threads, eager PyTorch 2.13 on a shared 2-core AMD EPYC, timed in turns with the
-LR-ASPP rebuild: 0.94x its latency in NCHW and 0.85x in channels_last; a training step takes
-0.74x as long. CamVid val mIoU under one recipe (12 epochs from scratch, three seeds): 50.2
+LR-ASPP rebuild, over two runs: 0.89-0.94x its latency in NCHW, 0.85-0.88x in channels_last,
+0.88x with BatchNorm folded (as ``Predictor`` runs it); a training step takes 0.54-0.74x as
+long. CamVid val mIoU under one recipe (12 epochs from scratch, three seeds): 50.2
 (48.8 to 51.6) against 49.2 (49.0 to 49.7) for LR-ASPP; boundary F1 33.7 against 30.1.
 """
 
