@@ -119,8 +119,9 @@ def process_group(device: str | None = None) -> Iterator[torch.device]:
 
     The backend is NCCL for CUDA and Gloo for CPU, with :func:`timeout_from_env`. Without
     torchrun, or for a world of one, no group is made and ``device`` is returned as given
-    (CUDA if available by default). The group is destroyed when the block ends normally; after
-    an error it is left to the process exit, since peers may still wait in a collective.
+    (CUDA if available by default). When the block ends normally the processes meet in a barrier
+    and the group is destroyed; after an error it is left to the process exit, since peers may
+    still wait in a collective.
 
     Raises:
         LaunchError: incomplete torchrun variables, a bad timeout, or an unusable device.
@@ -137,6 +138,10 @@ def process_group(device: str | None = None) -> Iterator[torch.device]:
     else:
         dist.init_process_group("gloo", timeout=timeout)
     yield chosen
+    # Leave together: a Gloo rank that tears down while its peer is still busy (rank 0 writing
+    # the run folder) sometimes aborts ("terminate called without an active exception"), and
+    # the peer's torchrun agent then waits for it.
+    dist.barrier()
     dist.destroy_process_group()
 
 
