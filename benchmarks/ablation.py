@@ -39,7 +39,7 @@ from PIL import Image
 from realtime_latency import LRASPP  # benchmarks/ is on sys.path when this script runs
 from torch.utils.data import DataLoader
 
-from semseg.checkpoint import build_model_from
+from semseg.checkpoint import build_model_from, load_checkpoint
 from semseg.config import load_recipe
 from semseg.engine.build import build_dataset
 from semseg.engine.evaluate import evaluate
@@ -80,8 +80,8 @@ VARIANTS: dict[str, dict] = {
     "mobile_unet": {"name": "mobile_unet", **MOBILENET_V3, "merge_kernels": [3, 1, 1]},
     "mobile_unet-sep": {"name": "mobile_unet", **MOBILENET_V3, "merge_kernels": [3, 3, 3]},
     "mobile_unet-sep-stride8": {
-        **MOBILENET_V3,
         "name": "mobile_unet",
+        **MOBILENET_V3,
         "decoder_channels": [128, 64],
         "merge_kernels": [3, 3],
     },
@@ -176,9 +176,9 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
         found += object_recall(predictor.predict(image).labels, truth, class_ids)
     scores["object_recall_by_size"] = recall_by_size(found)
     # Counted on the trained model: the predictor's has BatchNorm folded into the convolutions.
-    trained_model = build_model_from(torch.load(run_dir / "best.pt", weights_only=False))
+    trained_model = build_model_from(load_checkpoint(run_dir / "best.pt"))
     scores["parameters"] = sum(p.numel() for p in trained_model.parameters())
-    history = torch.load(run_dir / "last.pt", weights_only=False)["training"]["history"]
+    history = load_checkpoint(run_dir / "last.pt")["training"]["history"]
     scores["train_images_per_s"] = float(np.median([r["images_per_s"] for r in history]))
     scores["epochs"] = len(history)
     return scores
