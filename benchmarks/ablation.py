@@ -44,19 +44,20 @@ from semseg.config import load_recipe
 from semseg.engine.build import build_dataset
 from semseg.engine.evaluate import evaluate
 from semseg.engine.trainer import Trainer
-from semseg.models import register_model
+from semseg.inference.predictor import Predictor
+from semseg.models.registry import register_model
 from semseg.models.backbones.mobilenet import mobilenet_v3_large
 from semseg.models.naive import NaiveSegmenter
-from semseg.predict import Predictor
 from semseg.visualize import colorize, legend_panel
 
 
-@register_model
 def lraspp_mobilenet_v3_large(num_classes: int) -> LRASPP:
     """The rebuild of torchvision's LR-ASPP (see ``realtime_latency.py``), the yardstick of the
     real-time model, registered here so that the trainer and the predictor can build it."""
     return LRASPP(mobilenet_v3_large(output_stride=16), num_classes)
 
+
+register_model("lraspp_mobilenet_v3_large", lraspp_mobilenet_v3_large)
 
 QUARTER_VGG16_BN = {"backbone": "vgg16_bn", "width_divisor": 4}
 MOBILENET_V3 = {

@@ -6,7 +6,7 @@ ground truth's.
         --data /work/shared/data/camvid [--limit N] [--threads 2] [--scales 0.75 1 1.25] \\
         [--tile 240 320] [--overlap 0.25] [--calibration 16] [--out FILE]
 
-Methods, each a :class:`semseg.predict.Predictor` run on one val image at a time (batch 1):
+Methods, each a :class:`semseg.inference.predictor.Predictor` run on one val image at a time (batch 1):
 
 - ``plain``: the whole image once, PyTorch eager with BatchNorm fused and channels-last
   (what ``semseg predict`` runs);
@@ -14,9 +14,9 @@ Methods, each a :class:`semseg.predict.Predictor` run on one val image at a time
 - ``multi-scale + flip``: every scale of ``--scales``, each with its mirror;
 - ``sliding window``: ``--tile`` tiles overlapping by ``--overlap``, Gaussian-blended;
 - ``onnxruntime fp32`` / ``onnxruntime int8``: the checkpoint exported by
-  :func:`semseg.export.export_onnx`, float32 and static int8 calibrated on ``--calibration``
+  :func:`semseg.inference.export.export_onnx`, float32 and static int8 calibrated on ``--calibration``
   train images spread evenly over the train list, loaded by
-  :func:`semseg.predict.load_predictor` as ``semseg predict`` loads an ``.onnx`` file and run
+  :func:`semseg.inference.predictor.load_predictor` as ``semseg predict`` loads an ``.onnx`` file and run
   by ONNX Runtime with ``--threads`` threads, whole image once.
 
 Every image goes through all methods in turn, after one warm-up image, so load from other
@@ -58,14 +58,14 @@ from semseg.checkpoint import build_model_from, load_checkpoint
 from semseg.data.dataset import FileDataset
 from semseg.data.formats import list_split
 from semseg.data.io import read_image
-from semseg.drivable import DrivableSpace, drivable_iou, extract_drivable
-from semseg.export import export_onnx
-from semseg.inference import InferenceOptions
+from semseg.engine.metrics import ConfusionMatrix, SegmentationScores
+from semseg.inference.drivable import DrivableSpace, drivable_iou, extract_drivable
+from semseg.inference.drivable_files import drivable_class_ids
+from semseg.inference.export import export_onnx
+from semseg.inference.predictor import Predictor, load_predictor
+from semseg.inference.sliding_window import tile_starts
+from semseg.inference.tta import InferenceOptions
 from semseg.labels import IGNORE_INDEX, LabelSet
-from semseg.metrics import ConfusionMatrix, SegmentationScores
-from semseg.predict import Predictor, load_predictor
-from semseg.predict_drivable import drivable_class_ids
-from semseg.sliding_window import tile_starts
 
 HEIGHT, WIDTH = 360, 480
 PLAIN, FLIP, MULTI_SCALE, SLIDING = "plain", "flip", "multi-scale + flip", "sliding window"

@@ -10,7 +10,7 @@ Backends, all float32:
 - ``torch channels_last``: model and input in NHWC memory format;
 - ``torch fused``: Conv2d + BatchNorm2d pairs folded into one convolution
   (:func:`semseg.fuse.fuse_conv_bn`);
-- ``torch fused channels_last``: both (what :class:`semseg.predict.Predictor` runs);
+- ``torch fused channels_last``: both (what :class:`semseg.inference.predictor.Predictor` runs);
 - ``onnxruntime``: the file ``semseg export`` writes, on ONNX Runtime's CPU provider.
 
 Then, for ``unet16`` at batch 1, the fused channels-last model and ONNX Runtime with 1 and 2
@@ -45,10 +45,11 @@ from torch import nn
 from semseg.checkpoint import load_checkpoint, save_checkpoint
 from semseg.data.synthetic import render_scene
 from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tensor
-from semseg.export import OnnxModel, export_onnx
-from semseg.fuse import fuse_conv_bn
+from semseg.engine.metrics import ConfusionMatrix
+from semseg.inference.export import export_onnx
+from semseg.inference.fuse import fuse_conv_bn
+from semseg.inference.onnx_model import OnnxModel
 from semseg.labels import CAMVID
-from semseg.metrics import ConfusionMatrix
 from semseg.models import create_model
 
 HEIGHT, WIDTH = 360, 480

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semseg.fuse import fuse_conv_bn
+from semseg.inference.fuse import fuse_conv_bn
 from semseg.models import create_model
 from semseg.models.backbones.mobilenet import (
     MobileNetV2,
@@ -140,7 +140,7 @@ def time_in_turns(
 
 LAYOUTS = ("nchw", "cl", "fused")
 """NCHW; channels_last; BatchNorm folded into the convolutions and channels_last (what
-:class:`~semseg.predict.Predictor` runs)."""
+:class:`~semseg.inference.predictor.Predictor` runs)."""
 
 
 def inference_runs(models: dict[str, nn.Module]) -> dict[str, Callable[[], object]]:

@@ -1,8 +1,11 @@
-"""semseg: semantic segmentation with convolutional networks."""
+"""semseg: semantic segmentation with convolutional networks.
 
-import os
-
-# albumentations asks PyPI for a newer version on import; semseg runs offline.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+The package reads data -> models -> engine -> inference: ``semseg.data`` (datasets, label
+files, augmentation), ``semseg.models`` (blocks, backbones, model families, the table of
+names), ``semseg.engine`` (losses, metrics, training, evaluation), ``semseg.inference``
+(the predictor every consumer runs a model through, TTA, tiling, ONNX, files, video,
+drivable space). ``semseg.checkpoint`` joins training to inference. Importing it changes no
+global state.
+"""
 
 __version__ = "0.1.0"

@@ -140,7 +140,7 @@ def evaluate(
     from semseg.engine import distributed
     from semseg.engine.build import build_dataset
     from semseg.engine.evaluate import evaluate_dataset
-    from semseg.predict import Predictor
+    from semseg.inference.predictor import Predictor
     from semseg.report import scores_table
 
     with distributed.process_group(device) as process_device:
@@ -207,8 +207,8 @@ def _inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _load_predictor(checkpoint: str, device: str | None, inference: dict[str, Any]) -> Any:
-    from semseg.inference import InferenceOptions
-    from semseg.predict import load_predictor
+    from semseg.inference.predictor import load_predictor
+    from semseg.inference.tta import InferenceOptions
 
     threads = inference.pop("threads")
     options = InferenceOptions(**{**inference, "tile_size": inference["tile_size"] or None})
@@ -271,7 +271,7 @@ def predict(
     Per image: STEM_labels.png (index PNG) and STEM_overlay.png; per video STEM_overlay.EXT
     at the input's frame rate.
     """
-    from semseg.predict import expand_inputs, predict_files
+    from semseg.inference.files import expand_inputs, predict_files
 
     predictor = _load_predictor(checkpoint, device, inference)
     paths = expand_inputs(inputs)
@@ -322,7 +322,7 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX (dynamic batch, height, width; classes, colours and
     normalisation in the file's metadata). Run it with `semseg predict --checkpoint OUT`."""
-    from semseg.export import compare_onnx, export_onnx
+    from semseg.inference.export import compare_onnx, export_onnx
 
     if calibration and not quantize:
         raise click.UsageError("--calibration is used only with --quantize")
@@ -345,7 +345,7 @@ def _calibration_images(checkpoint: str, inputs: tuple[str, ...], count: int) ->
     from semseg.data.io import read_image
 
     if inputs:
-        from semseg.predict import expand_inputs
+        from semseg.inference.files import expand_inputs
 
         return [read_image(path) for path in expand_inputs(inputs)[:count]]
     from semseg.checkpoint import load_checkpoint
@@ -385,8 +385,8 @@ def drivable(
 ) -> None:
     """Drivable space of images: STEM_drivable.png (mask), STEM_drivable.json (per-column
     boundary, polygon, area) and STEM_drivable_overlay.png."""
-    from semseg.predict import expand_inputs
-    from semseg.predict_drivable import drivable_files
+    from semseg.inference.drivable_files import drivable_files
+    from semseg.inference.files import expand_inputs
 
     predictor = _load_predictor(checkpoint, device, inference)
     paths = expand_inputs(inputs)

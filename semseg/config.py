@@ -6,7 +6,7 @@ section    configures
 data       :func:`semseg.engine.build.build_datasets` (where the images come from)
 augment    :func:`semseg.data.transforms.train_augmentation`
 model      :func:`semseg.models.create_model` (``name`` plus that model's own arguments)
-loss       :func:`semseg.losses.build_loss` (class weights)
+loss       :func:`semseg.engine.losses.build_loss` (class weights)
 train      :class:`semseg.engine.trainer.Trainer` (optimisation and checkpoints)
 =========  ===========================================================================
 
@@ -17,6 +17,7 @@ any value from the command line (the value is parsed as YAML).
 from __future__ import annotations
 
 import copy
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,8 +25,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from semseg.models import model_arguments
-
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 
 class RecipeError(ValueError):
@@ -133,15 +132,37 @@ class Recipe(_Section):
         return self.model_dump(mode="json")
 
 
-def resolve_recipe_path(name_or_path: str) -> Path:
-    """A recipe file path, or the name of a shipped recipe in ``recipes/`` (``demo``)."""
+def shipped_recipes() -> dict[str, str]:
+    """Name -> text (YAML) of every recipe shipped inside the package (``semseg/recipes/``),
+    read with ``importlib.resources`` so that a wheel install finds them too."""
+    folder = resources.files("semseg") / "recipes"
+    return {
+        entry.name.removesuffix(".yaml"): entry.read_text()
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+        if entry.name.endswith(".yaml")
+    }
+
+
+def recipe_purpose(text: str) -> str:
+    """A recipe's one-line purpose: the first line of its leading comment block."""
+    first = text.lstrip().splitlines()[0] if text.strip() else ""
+    return first.lstrip("#").strip() if first.startswith("#") else ""
+
+
+def read_recipe_text(name_or_path: str) -> tuple[str, str]:
+    """(source, YAML text) of a recipe file path, or of a shipped recipe's name (``demo``).
+
+    Raises:
+        RecipeError: naming the recipe and listing the shipped ones when neither exists.
+    """
     path = Path(name_or_path)
     if path.is_file():
-        return path
-    shipped = RECIPES_DIR / f"{name_or_path.removesuffix('.yaml')}.yaml"
-    if shipped.is_file():
-        return shipped
-    available = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+        return str(path), path.read_text()
+    shipped = shipped_recipes()
+    name = name_or_path.removesuffix(".yaml")
+    if name in shipped:
+        return f"recipe {name}", shipped[name]
+    available = ", ".join(shipped)
     raise RecipeError(f"recipe {name_or_path!r}: no such file or shipped recipe ({available})")
 
 
@@ -170,10 +191,9 @@ def load_recipe(
     """
     source = "recipe"
     if name_or_path is not None:
-        path = resolve_recipe_path(name_or_path)
-        source = str(path)
+        source, text = read_recipe_text(name_or_path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as error:
             raise RecipeError(f"{source}: not valid YAML ({error})") from None
         if not isinstance(data, dict):

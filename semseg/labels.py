@@ -61,6 +61,11 @@ class LabelSet:
     def num_classes(self) -> int:
         return len(self.names)
 
+    @property
+    def ignore_index(self) -> int:
+        """Train id of void pixels: skipped by the loss and the metrics."""
+        return IGNORE_INDEX
+
     def lookup_table(self) -> np.ndarray:
         """(256,) int16 table raw value -> train id, -1 where the raw value is undefined."""
         table = np.full(256, -1, dtype=np.int16)

@@ -13,8 +13,8 @@ from PIL import Image
 from semseg.checkpoint import load_checkpoint, save_checkpoint
 from semseg.cli import main
 from semseg.data.synthetic import render_scene
-from semseg.inference import InferenceOptions
-from semseg.predict import Predictor
+from semseg.inference.predictor import Predictor
+from semseg.inference.tta import InferenceOptions
 
 from .inference_support import random_image, read_video, tiny_checkpoint, write_image, write_video
 

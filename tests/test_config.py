@@ -2,13 +2,19 @@
 
 import pytest
 
-from semseg.config import RECIPES_DIR, RecipeError, load_recipe, parse_override
+from semseg.config import RecipeError, load_recipe, parse_override, recipe_purpose, shipped_recipes
 
 
-@pytest.mark.parametrize("path", sorted(RECIPES_DIR.glob("*.yaml")), ids=lambda p: p.stem)
-def test_shipped_recipes_are_valid(path):
-    recipe = load_recipe(str(path))
+@pytest.mark.parametrize("name", sorted(shipped_recipes()))
+def test_shipped_recipes_are_valid(name):
+    recipe = load_recipe(name)
     assert recipe.train.epochs >= 1
+    assert recipe_purpose(shipped_recipes()[name])  # each says what it is for
+
+
+def test_recipe_purpose_is_the_first_comment_line():
+    assert recipe_purpose("# Fast one.\n# More detail.\nseed: 0\n") == "Fast one."
+    assert recipe_purpose("seed: 0\n# late comment\n") == ""
 
 
 def test_overrides_are_parsed_as_yaml():

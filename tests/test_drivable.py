@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from semseg.drivable import DrivableSpace, draw_drivable, drivable_iou, extract_drivable
+from semseg.inference.drivable import DrivableSpace, draw_drivable, drivable_iou, extract_drivable
 from semseg.labels import IGNORE_INDEX
 
 ROAD = 3

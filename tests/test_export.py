@@ -13,10 +13,11 @@ import torch
 from semseg.checkpoint import build_model_from, load_checkpoint, save_checkpoint
 from semseg.data.synthetic import SYNTHETIC_LABELS, render_scene
 from semseg.data.transforms import to_tensor
-from semseg.export import OnnxModel, OnnxModelError, compare_onnx, export_onnx
+from semseg.inference.export import compare_onnx, export_onnx
+from semseg.inference.onnx_model import OnnxModel, OnnxModelError
+from semseg.inference.predictor import Predictor, load_predictor
 from semseg.labels import LabelSet
 from semseg.models import create_model
-from semseg.predict import Predictor, load_predictor
 
 from .inference_support import tiny_checkpoint
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from semseg.fuse import fuse_conv_bn
+from semseg.inference.fuse import fuse_conv_bn
 from semseg.models import create_model
 
 

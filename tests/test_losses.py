@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from semseg.engine.losses import SegmentationLoss
 from semseg.labels import IGNORE_INDEX
-from semseg.losses import SegmentationLoss
 
 
 def _numpy_loss(logits, target, weights=None):

@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from sklearn import metrics as skm
 
-from semseg.metrics import BoundaryF1, ConfusionMatrix
+from semseg.engine.metrics import BoundaryF1, ConfusionMatrix
 
 IGNORE = 255
 

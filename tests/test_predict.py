@@ -10,14 +10,9 @@ from PIL import Image
 from torch import nn
 
 from semseg.data.synthetic import SYNTHETIC_LABELS, render_scene
-from semseg.inference import InferenceOptions, InputSizeError, padded_forward
-from semseg.predict import (
-    Predictor,
-    expand_inputs,
-    output_stems,
-    plan_batches,
-    predict_files,
-)
+from semseg.inference.files import expand_inputs, output_stems, plan_batches, predict_files
+from semseg.inference.predictor import Predictor
+from semseg.inference.tta import InferenceOptions, InputSizeError, padded_forward
 from semseg.visualize import legend_panel
 
 from .inference_support import random_image, tiny_checkpoint, write_image

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from semseg.data.synthetic import render_scene
-from semseg.drivable import draw_drivable, extract_drivable
+from semseg.inference.drivable import draw_drivable, extract_drivable
+from semseg.inference.drivable_files import drivable_class_ids, drivable_files, predict_drivable
+from semseg.inference.predictor import Predictor
 from semseg.labels import CAMVID, LabelSet
-from semseg.predict import Predictor
-from semseg.predict_drivable import drivable_class_ids, drivable_files, predict_drivable
 
 from .inference_support import tiny_checkpoint, write_image
 

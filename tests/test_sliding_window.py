@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from semseg.sliding_window import sliding_window, tile_starts, weight_window
+from semseg.inference.sliding_window import sliding_window, tile_starts, weight_window
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from semseg.data.synthetic import render_scene
-from semseg.inference import InputSizeError
-from semseg.predict import Predictor
-from semseg.video import (
+from semseg.inference.predictor import Predictor
+from semseg.inference.tta import InputSizeError
+from semseg.inference.video import (
     VideoReader,
     VideoReadError,
     VideoWriteError,

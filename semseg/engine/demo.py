@@ -14,7 +14,7 @@ from semseg.checkpoint import load_checkpoint
 from semseg.config import Recipe, load_recipe
 from semseg.engine.build import build_dataset
 from semseg.engine.trainer import Trainer
-from semseg.predict import Predictor
+from semseg.inference.predictor import Predictor
 from semseg.report import scores_table
 from semseg.visualize import colorize, overlay
 

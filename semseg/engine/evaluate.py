@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from semseg.engine import distributed
+from semseg.engine.metrics import BoundaryF1, ConfusionMatrix, SegmentationScores
 from semseg.labels import IGNORE_INDEX, LabelSet
-from semseg.metrics import BoundaryF1, ConfusionMatrix, SegmentationScores
 
 
 @dataclass(frozen=True)

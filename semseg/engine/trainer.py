@@ -38,8 +38,8 @@ from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from semseg.engine import distributed
 from semseg.engine.build import build_class_weights, build_dataset
 from semseg.engine.evaluate import Evaluation, evaluate_dataset
+from semseg.engine.losses import SegmentationLoss
 from semseg.labels import IGNORE_INDEX
-from semseg.losses import SegmentationLoss
 from semseg.models import create_model
 from semseg.visualize import plot_training_curves
 

@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semseg.models import register_model
 from semseg.models.backbones.mobilenet import SeparableConv, mobilenet_v2
 from semseg.models.backbones.resnet import ResNet
 from semseg.models.blocks import ConvBNAct
@@ -166,7 +165,6 @@ def _create(
     return model
 
 
-@register_model
 def deeplabv3plus(
     num_classes: int,
     backbone: str = "resnet50",
@@ -197,7 +195,6 @@ def deeplabv3plus(
     )  # fmt: skip
 
 
-@register_model
 def deeplabv3(
     num_classes: int,
     backbone: str = "resnet50",

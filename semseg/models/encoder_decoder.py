@@ -20,7 +20,6 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from semseg.models import register_model
 from semseg.models.blocks import Upsample, conv_stack, crop_to, pad_to_multiple
 
 
@@ -76,7 +75,6 @@ class EncoderDecoder(nn.Module):
         return crop_to(self.classifier(self.decoder(self.encoder(x))), size)
 
 
-@register_model
 def encoder_decoder(
     num_classes: int,
     in_channels: int = 3,

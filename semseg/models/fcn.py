@@ -35,7 +35,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from semseg.models import register_model
 from semseg.models.backbones import create_vgg
 from semseg.models.blocks import Upsample, crop_to, pad_to_multiple
 from semseg.models.pretrained import load_pretrained_encoder
@@ -78,7 +77,6 @@ class FCN(nn.Module):
         return [m.weight for m in self.modules() if isinstance(m, nn.ConvTranspose2d)]
 
 
-@register_model
 def fcn32s(
     num_classes: int,
     backbone: str = "vgg16",
@@ -90,7 +88,6 @@ def fcn32s(
     return _create_fcn(num_classes, 0, backbone, encoder_weights, learn_upsampling, width_divisor)
 
 
-@register_model
 def fcn16s(
     num_classes: int,
     backbone: str = "vgg16",
@@ -102,7 +99,6 @@ def fcn16s(
     return _create_fcn(num_classes, 1, backbone, encoder_weights, learn_upsampling, width_divisor)
 
 
-@register_model
 def fcn8s(
     num_classes: int,
     backbone: str = "vgg16",

@@ -43,7 +43,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semseg.models import register_model
 from semseg.models.backbones.mobilenet import (
     MobileNetV2,
     MobileNetV3Large,
@@ -135,7 +134,6 @@ class MobileUNet(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-@register_model
 def mobile_unet(
     num_classes: int,
     encoder: str = "mobilenet_v3_large",

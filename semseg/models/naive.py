@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from semseg.models import register_model
 from semseg.models.backbones import VGG, create_vgg
 from semseg.models.blocks import Upsample, crop_to, pad_to_multiple
 from semseg.models.pretrained import load_pretrained_encoder
@@ -48,7 +47,6 @@ class NaiveSegmenter(nn.Module):
         return crop_to(self.upsample(coarse), size)
 
 
-@register_model
 def naive(
     num_classes: int,
     backbone: str = "vgg16",

@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semseg.models import register_model
 from semseg.models.backbones import vgg16_bn
 from semseg.models.backbones.vgg import STAGE_WIDTHS, vgg_conv_layers
 from semseg.models.blocks import UPSAMPLING_MODES, Upsample
@@ -175,7 +174,6 @@ def _basic_conv(in_channels: int) -> list[nn.Module]:
     ]
 
 
-@register_model
 def segnet(
     num_classes: int,
     encoder_weights: str | Path | None = None,
@@ -198,7 +196,6 @@ def segnet(
     return model
 
 
-@register_model
 def segnet_basic(num_classes: int) -> SegNetBasic:
     """SegNet-Basic, the paper's small model for its decoder comparisons (see
     :class:`SegNetBasic`). Trained from scratch: there are no pretrained weights."""

@@ -20,7 +20,6 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from semseg.models import register_model
 from semseg.models.blocks import Upsample, conv_stack, crop_to, pad_to_multiple
 
 
@@ -106,7 +105,6 @@ def _up_convolution(in_channels: int, out_channels: int, mode: str) -> nn.Module
     return nn.Sequential(Upsample(in_channels, 2, mode), nn.Conv2d(in_channels, out_channels, 1))
 
 
-@register_model
 def unet(
     num_classes: int,
     in_channels: int = 3,

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semseg.models import InputScaled, create_model
+from semseg.models import create_model
+from semseg.models.input_scaled import InputScaled
 
 
 class Recorder(nn.Module):

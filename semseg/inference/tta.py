@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from semseg.sliding_window import WINDOWS, Window, sliding_window
+from semseg.inference.sliding_window import WINDOWS, Window, sliding_window
 
 PAD_MODES = ("reflect", "zeros")
 

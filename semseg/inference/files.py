@@ -1,184 +1,27 @@
-"""Prediction with a trained model: ``Predictor.from_checkpoint(path).predict(image)``, and
-segmenting files (images, folders, globs, videos) into label maps and overlays.
+"""Segmenting files: images, folders, globs and videos in; label maps and overlays out.
 
-A :class:`Predictor` runs a PyTorch checkpoint or an ONNX file written by ``semseg export``
-(ONNX Runtime); :class:`~semseg.inference.InferenceOptions` choose sliding-window tiling,
-padding and test-time augmentation for either.
+Inputs are grouped into batches of equal-size images; a file that fails (undecodable, too
+small) is reported with its name and skipped while the others go on.
 """
 
 from __future__ import annotations
 
 import glob
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 from tqdm import tqdm
 
-from semseg.checkpoint import build_model_from, load_checkpoint
 from semseg.data.io import IMAGE_SUFFIXES, ImageReadError, read_image, write_index_png
-from semseg.data.transforms import to_tensor
-from semseg.fuse import fuse_conv_bn
-from semseg.inference import InferenceOptions, InputSizeError, infer_probabilities
-from semseg.labels import LabelSet
-from semseg.video import VIDEO_SUFFIXES, VideoReadError, predict_video
+from semseg.inference.predictor import Prediction, Predictor
+from semseg.inference.tta import InputSizeError
+from semseg.inference.video import VIDEO_SUFFIXES, VideoReadError, predict_video
 from semseg.visualize import overlay
 
 Failure = tuple[Path, str]
 """An input that could not be segmented, and the error message (which names the file)."""
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """labels: (H, W) uint8 train ids; probabilities: (C, H, W) float32 softmax."""
-
-    labels: np.ndarray
-    probabilities: np.ndarray
-
-    @property
-    def confidence(self) -> np.ndarray:
-        """(H, W) float32 probability of the predicted class."""
-        return self.probabilities.max(axis=0)
-
-
-class Predictor:
-    """A model with its label set and input normalisation, ready for images.
-
-    Args:
-        model: maps (N, 3, H, W) normalised float to (N, C, H, W) logits; an ``nn.Module``
-            (kept as an eval-mode copy on ``device`` with BatchNorm folded into the
-            convolutions and channels-last weights) or another callable such as
-            :class:`~semseg.export.OnnxModel`.
-        labels: the model's classes.
-        mean, std: per-channel normalisation applied to [0, 1] RGB input.
-        device: where the inputs go (and an ``nn.Module`` model).
-        options: tiling, padding and test-time augmentation (default: whole image, no TTA).
-        output_stride: inputs are padded to multiples of it; default the model's
-            ``output_stride`` attribute, else 1.
-
-    Raises:
-        ValueError: when ``options.tile_size`` is smaller than the output stride.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
-        labels: LabelSet,
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
-        device: str | torch.device = "cpu",
-        options: InferenceOptions | None = None,
-        output_stride: int | None = None,
-    ) -> None:
-        self.device = torch.device(device)
-        if isinstance(model, nn.Module):
-            # Both measured faster on our 2-core CPU (benchmarks/results/inference.md).
-            model = fuse_conv_bn(model).to(self.device, memory_format=torch.channels_last)
-        self.model = model
-        self.labels = labels
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.options = options or InferenceOptions()
-        self.output_stride = int(output_stride or getattr(model, "output_stride", 1))
-        tile = self.options.tile_size
-        if tile is not None and min(tile) < self.output_stride:
-            raise ValueError(
-                f"tile_size {tile} is smaller than the model's output stride {self.output_stride}"
-            )
-
-    @classmethod
-    def from_checkpoint(
-        cls,
-        path: str | Path,
-        device: str | None = None,
-        options: InferenceOptions | None = None,
-    ) -> Predictor:
-        """The PyTorch model of a checkpoint written by training."""
-        checkpoint = load_checkpoint(path)
-        norm = checkpoint["normalisation"]
-        return cls(
-            build_model_from(checkpoint, str(path)),
-            LabelSet.from_dict(checkpoint["labels"]),
-            norm["mean"],
-            norm["std"],
-            device or ("cuda" if torch.cuda.is_available() else "cpu"),
-            options,
-        )
-
-    @classmethod
-    def from_onnx(
-        cls, path: str | Path, options: InferenceOptions | None = None, threads: int | None = None
-    ) -> Predictor:
-        """An ONNX file written by ``semseg export``, run by ONNX Runtime on the CPU with
-        ``threads`` threads (default: one per core); classes and normalisation come from the
-        file's metadata."""
-        from semseg.export import OnnxModel
-
-        model = OnnxModel(path, threads)
-        return cls(model, model.labels, model.mean, model.std, "cpu", options, model.output_stride)
-
-    def _forward(self, images: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.model, nn.Module):
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.model(images).contiguous()
-
-    def predict(self, image: np.ndarray) -> Prediction:
-        """image: (H, W, 3) uint8 RGB -> :class:`Prediction` at the image's size.
-
-        Raises:
-            ValueError: the array is not an (H, W, 3) uint8 image.
-            InputSizeError: the image is smaller than the model's output stride.
-        """
-        return self.predict_batch([image])[0]
-
-    @torch.inference_mode()
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """Images of one size, each (H, W, 3) uint8 RGB, in one forward pass per tile, flip
-        and scale -> one :class:`Prediction` per image."""
-        for image in images:
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError(
-                    f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
-                )
-        sizes = sorted({image.shape[:2] for image in images})
-        if len(sizes) != 1:
-            raise ValueError(f"predict_batch needs images of one size, got sizes {sizes}")
-        batch = torch.stack([to_tensor(image, self.mean, self.std) for image in images])
-        probabilities = infer_probabilities(
-            self._forward, batch.to(self.device), self.options, self.output_stride
-        ).cpu()
-        labels = probabilities.argmax(1).byte()
-        return [
-            Prediction(label.numpy(), probability.numpy())
-            for label, probability in zip(labels, probabilities, strict=True)
-        ]
-
-
-def load_predictor(
-    path: str | Path,
-    device: str | None = None,
-    options: InferenceOptions | None = None,
-    threads: int | None = None,
-) -> Predictor:
-    """A checkpoint (``.pt``, PyTorch) or an exported ``.onnx`` file (ONNX Runtime, CPU).
-
-    ``threads`` sets the CPU threads: ONNX Runtime's for this model, PyTorch's for the whole
-    process (``torch.set_num_threads``). On a 2-core machine busy with other work, one
-    thread was several times faster than two for PyTorch (benchmarks/results/inference.md).
-
-    Raises:
-        ValueError: a device other than the CPU for an ONNX file.
-    """
-    if Path(path).suffix.lower() == ".onnx":
-        if device not in (None, "cpu"):
-            raise ValueError(f"{path}: ONNX models run on the CPU; got --device {device}")
-        return Predictor.from_onnx(path, options, threads)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return Predictor.from_checkpoint(path, device, options)
 
 
 def is_video(path: Path) -> bool:

@@ -10,16 +10,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from semseg.drivable import DrivableSpace, draw_drivable, extract_drivable
+from semseg.inference.drivable import DrivableSpace, draw_drivable, extract_drivable
+from semseg.inference.files import Failure, check_outputs, output_stems, segment_images
+from semseg.inference.predictor import Prediction, Predictor
 from semseg.labels import LabelSet
-from semseg.predict import (
-    Failure,
-    Prediction,
-    Predictor,
-    check_outputs,
-    output_stems,
-    segment_images,
-)
 
 DEFAULT_CLASS = "road"
 OUTPUT_KINDS = ("drivable.png", "drivable.json", "drivable_overlay.png")

@@ -1,4 +1,4 @@
-"""ONNX export of a checkpoint, and the exported model run by ONNX Runtime.
+"""ONNX export of a checkpoint (the exported file runs in :mod:`semseg.inference.onnx_model`).
 
 The ONNX graph maps ``image`` (N, 3, H, W) float32 to ``logits`` (N, C, H, W) float32 with
 batch, height and width dynamic. What a user needs besides the graph is stored in the file's
@@ -40,16 +40,17 @@ import torch
 
 from semseg.checkpoint import build_model_from, load_checkpoint
 from semseg.data.transforms import to_tensor
+from semseg.inference.onnx_model import (
+    INPUT_NAME,
+    ONNX_FORMAT,
+    ONNX_VERSION,
+    OUTPUT_NAME,
+    OnnxModel,
+    OnnxModelError,
+)
 from semseg.labels import LabelSet
 
-ONNX_FORMAT = "semseg-onnx"
-ONNX_VERSION = 1
 OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "image", "logits"
-
-
-class OnnxModelError(ValueError):
-    """An ONNX file is unreadable, lacks semseg metadata, or does not match its checkpoint."""
 
 
 def export_onnx(
@@ -180,86 +181,6 @@ def _quantize(proto: Any, batches: list[torch.Tensor], folder: Path) -> Any:
         result = onnx.load(quantized)
     del result.metadata_props[:]  # the quantizer copies and adds entries; we write our own
     return result
-
-
-class OnnxModel:
-    """An exported model run by ONNX Runtime on the CPU, with its metadata.
-
-    Calling it maps (N, 3, H, W) float normalised images to (N, C, H, W) float32 logits, as
-    the PyTorch model does.
-
-    Attributes:
-        labels: the classes (names and colours; raw values are the identity).
-        mean, std: input normalisation.
-        output_stride: inputs are padded to multiples of it.
-
-    Raises:
-        OnnxModelError: naming the file, when it cannot be loaded, was not written by
-            :func:`export_onnx`, or its metadata lists a different number of classes than the
-            network outputs.
-    """
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        import onnxruntime
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise OnnxModelError(f"{self.path}: ONNX file not found")
-        options = onnxruntime.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = onnxruntime.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise OnnxModelError(f"{self.path}: cannot load ONNX model ({error})") from None
-        metadata = self._metadata()
-        self.labels = LabelSet(
-            names=tuple(metadata["class_names"]),
-            colours=tuple(tuple(int(v) for v in c) for c in metadata["class_colours"]),
-            void_colour=tuple(int(v) for v in metadata["void_colour"]),
-        )
-        self.mean = tuple(float(v) for v in metadata["mean"])
-        self.std = tuple(float(v) for v in metadata["std"])
-        self.output_stride = int(metadata["output_stride"])
-        channels = self.session.get_outputs()[0].shape[1]
-        if isinstance(channels, int):  # else the exporter left it symbolic: checked per call
-            self._check_channels(channels)
-
-    def _metadata(self) -> dict[str, Any]:
-        raw = self.session.get_modelmeta().custom_metadata_map
-        if raw.get("semseg_format") != json.dumps(ONNX_FORMAT):
-            raise OnnxModelError(
-                f"{self.path}: no semseg metadata; export the model with `semseg export`"
-            )
-        if raw.get("semseg_version") != json.dumps(ONNX_VERSION):
-            raise OnnxModelError(
-                f"{self.path}: semseg ONNX version {raw.get('semseg_version')}, "
-                f"this semseg reads {ONNX_VERSION}"
-            )
-        try:
-            return {key: json.loads(raw[key]) for key in _METADATA_KEYS}
-        except (KeyError, json.JSONDecodeError) as error:
-            raise OnnxModelError(
-                f"{self.path}: metadata entry {error} missing or invalid"
-            ) from None
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        array = images.detach().to("cpu", torch.float32).contiguous().numpy()
-        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})
-        self._check_channels(logits.shape[1])
-        return torch.from_numpy(logits)
-
-    def _check_channels(self, channels: int) -> None:
-        if channels != self.labels.num_classes:
-            raise OnnxModelError(
-                f"{self.path}: metadata lists {self.labels.num_classes} classes but the network "
-                f"outputs {channels} channels"
-            )
-
-
-_METADATA_KEYS = ("class_names", "class_colours", "void_colour", "mean", "std", "output_stride")
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from semseg.inference import InputSizeError
+from semseg.inference.tta import InputSizeError
 from semseg.visualize import overlay
 
 if TYPE_CHECKING:
-    from semseg.predict import Predictor
+    from semseg.inference.predictor import Predictor
 
 FOURCC = {".mp4": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 VIDEO_SUFFIXES = tuple(FOURCC)
