@@ -99,6 +99,9 @@ def train(
     out_dir = Path(out or Path("runs") / Path(recipe).stem)
     with distributed.process_group(device) as process_device:
         trainer = Trainer(config, out_dir, resume=resume, device=str(process_device))
+        if trainer.is_main and trainer.encoder_report is not None:
+            source = config.model.arguments["encoder_weights"]
+            click.echo(f"encoder weights from {source}: {trainer.encoder_report}")
         evaluation = trainer.fit()
     if not trainer.is_main:
         return

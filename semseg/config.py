@@ -17,6 +17,7 @@ any value from the command line (the value is parsed as YAML).
 from __future__ import annotations
 
 import copy
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -130,6 +131,15 @@ class Recipe(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def with_absolute_data_root(self) -> Recipe:
+        """This recipe with ``data.root`` absolute (``~`` expanded, relative to the working
+        directory, symbolic links kept), so a recipe saved in a checkpoint finds its data from
+        any folder."""
+        if self.data.root is None:
+            return self
+        root = os.path.abspath(os.path.expanduser(self.data.root))
+        return self.model_copy(update={"data": self.data.model_copy(update={"root": root})})
 
 
 def shipped_recipes() -> dict[str, str]:

@@ -7,7 +7,11 @@ uninterrupted run would have taken and ends with the same weights.
 
 Files in ``out_dir``: ``last.pt`` (every epoch, and every ``checkpoint_every`` steps),
 ``best.pt`` (best validation mIoU), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
-``recipe.yaml`` (the resolved recipe).
+``recipe.yaml`` (the resolved recipe, ``data.root`` made absolute).
+
+``model.encoder_weights`` is loaded into ``model.encoder`` by the trainer rather than by the
+model's constructor, so that the load report reaches the caller (:attr:`Trainer.encoder_report`)
+and a resumed run, whose weights are in ``last.pt``, does not need the file any more.
 
 Under ``torchrun`` (see :mod:`semseg.engine.distributed`) every process runs this loop on the
 model wrapped in DistributedDataParallel. Each process takes every ``world_size``-th sample of
@@ -29,11 +33,12 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from semseg.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from semseg.config import Recipe, validate_recipe
+from semseg.config import ModelConfig, Recipe, validate_recipe
 from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from semseg.engine import distributed
 from semseg.engine.build import build_class_weights, build_dataset
@@ -41,6 +46,7 @@ from semseg.engine.evaluate import Evaluation, evaluate_dataset
 from semseg.engine.losses import SegmentationLoss
 from semseg.labels import IGNORE_INDEX
 from semseg.models import create_model
+from semseg.models.pretrained import LoadReport, load_pretrained_encoder
 from semseg.visualize import plot_training_curves
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -74,6 +80,10 @@ class Trainer:
         device: torch device; CUDA when available by default. Under torchrun, this process's
             device (:func:`semseg.engine.distributed.process_group` chooses it).
         progress: show progress bars (on rank 0 only).
+
+    Attributes:
+        encoder_report: what ``model.encoder_weights`` filled (None without them, and when
+            resuming).
     """
 
     def __init__(
@@ -89,6 +99,7 @@ class Trainer:
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        recipe = recipe.with_absolute_data_root()
         checkpoint = None
         last = self.out_dir / "last.pt"
         if resume and last.is_file():
@@ -106,9 +117,10 @@ class Trainer:
         self.val_set = build_dataset(recipe.data, recipe.data.val_split)
         self.labels = self.train_set.labels
         torch.manual_seed(recipe.seed)
-        self.model = create_model(
-            recipe.model.name, self.labels.num_classes, **recipe.model.arguments
-        ).to(self.device)
+        model, self.encoder_report = _build_model(
+            recipe.model, self.labels.num_classes, pretrained=checkpoint is None
+        )
+        self.model = model.to(self.device)
         if train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if train.sync_batchnorm and self.world_size > 1:
@@ -341,6 +353,24 @@ class Trainer:
         plot_training_curves(self.state["history"], self.out_dir / "curves.png")
 
 
+def _build_model(
+    model: ModelConfig, num_classes: int, pretrained: bool
+) -> tuple[nn.Module, LoadReport | None]:
+    """The recipe's model, with ``model.encoder_weights`` loaded into its encoder when
+    ``pretrained`` (not when resuming), and the load report."""
+    arguments = model.arguments
+    source = arguments.pop("encoder_weights", None)
+    network = create_model(model.name, num_classes, **arguments)
+    if source is None or not pretrained:
+        return network, None
+    encoder = getattr(network, "encoder", None)
+    if encoder is None:
+        raise ValueError(
+            f"model.encoder_weights needs a model with an encoder; {model.name!r} has none"
+        )
+    return network, load_pretrained_encoder(encoder, source)
+
+
 def _check_same_start(checkpoint: dict[str, Any] | None, source: Path, world_size: int) -> None:
     """All processes must resume from the same step, with the processes that wrote it."""
     step = checkpoint["training"]["global_step"] if checkpoint is not None else None
@@ -378,7 +408,7 @@ def _check_precision_options(sync_batchnorm: bool, amp: str | None, device: torc
 
 def _resumed_recipe(checkpoint: dict[str, Any], recipe: Recipe, source: Path) -> Recipe:
     """The checkpoint's recipe, with ``train.epochs`` from ``recipe`` (a run may be extended)."""
-    saved = validate_recipe(checkpoint["recipe"], str(source))
+    saved = validate_recipe(checkpoint["recipe"], str(source)).with_absolute_data_root()
     if saved.model.name != recipe.model.name:
         raise CheckpointError(
             f"{source}: checkpoint is of model {saved.model.name!r}, the recipe asks for "
