@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from semseg.config import Recipe, load_recipe
+from semseg.inference.drivable import HOLE_FRACTION, ISLAND_FRACTION
 
 # Errors a user can cause (bad file, bad key, bad value) are shown as one line without a
 # traceback; SEMSEG_DEBUG=1 shows the traceback.
@@ -372,6 +373,14 @@ def _calibration_images(checkpoint: str, inputs: tuple[str, ...], count: int) ->
 @click.option("--classes", help="Drivable classes: comma-separated names or train ids "
               "(default: the class named Road).")  # fmt: skip
 @click.option("--alpha", default=0.4, show_default=True, help="Tint opacity, 0..1.")
+@click.option("--hole-fraction", default=HOLE_FRACTION, show_default=True,
+              type=click.FloatRange(0, 1),
+              help="Enclosed non-drivable regions up to this fraction of the image area become "
+              "drivable (lane markings, label noise).")  # fmt: skip
+@click.option("--island-fraction", default=ISLAND_FRACTION, show_default=True,
+              type=click.FloatRange(0, 1),
+              help="Drivable regions touching the bottom row are kept from this fraction of the "
+              "image area up.")  # fmt: skip
 @_batch_option
 @_inference_options
 @click.option("--device", help="torch device (PyTorch checkpoints).")
@@ -382,6 +391,8 @@ def drivable(
     out: str,
     classes: str | None,
     alpha: float,
+    hole_fraction: float,
+    island_fraction: float,
     batch_size: int,
     device: str | None,
     **inference: Any,
@@ -394,7 +405,10 @@ def drivable(
     predictor = _load_predictor(checkpoint, device, inference)
     paths = expand_inputs(inputs)
     chosen = [c.strip() for c in classes.split(",")] if classes is not None else None
-    failures = drivable_files(predictor, paths, Path(out), chosen, alpha, batch_size)
+    failures = drivable_files(
+        predictor, paths, Path(out), chosen, alpha, batch_size,
+        hole_fraction=hole_fraction, island_fraction=island_fraction,
+    )  # fmt: skip
     _report(failures, len(paths), out)
 
 

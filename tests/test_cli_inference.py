@@ -13,6 +13,7 @@ from PIL import Image
 from semseg.checkpoint import load_checkpoint, save_checkpoint
 from semseg.cli import main
 from semseg.data.synthetic import render_scene
+from semseg.inference.drivable import extract_drivable
 from semseg.inference.predictor import Predictor
 from semseg.inference.tta import InferenceOptions
 
@@ -151,6 +152,26 @@ def test_drivable_default_road_and_named_classes(checkpoint, inputs, tmp_path):
     assert {p.name for p in (tmp_path / "two").iterdir()} == {
         "x_drivable.png", "x_drivable.json", "x_drivable_overlay.png"
     }  # fmt: skip
+
+
+def test_drivable_area_thresholds_are_fractions_of_the_image(checkpoint, inputs, tmp_path):
+    image = np.array(Image.open(inputs / "a" / "x.png"))
+    labels = Predictor.from_checkpoint(checkpoint, "cpu").predict(image).labels
+    bottom_left = int(labels[-1, 0])  # a class whose region touches the bottom row
+    masks = []
+    for hole, island in ((0.0, 0.0), (0.0, 1.0)):
+        out = tmp_path / f"{hole}-{island}"
+        result = run("drivable", "--checkpoint", checkpoint, inputs / "a", "--out", out,
+                     "--classes", bottom_left, "--hole-fraction", hole,
+                     "--island-fraction", island)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        masks.append(np.asarray(Image.open(out / "x_drivable.png")) > 0)
+        expected = extract_drivable(labels, [bottom_left], hole, island)
+        np.testing.assert_array_equal(masks[-1], expected.mask)
+    assert masks[0].any() and (masks[0] != masks[1]).any()
+    result = run("drivable", "--checkpoint", checkpoint, inputs / "a", "--out", tmp_path / "x",
+                 "--hole-fraction", "2")  # fmt: skip
+    assert result.exit_code == 2 and "--hole-fraction" in result.output
 
 
 def test_drivable_without_a_road_class_asks_for_classes(checkpoint, inputs, tmp_path):
