@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from semseg.config import Recipe, load_recipe
+from semseg.data.io import DEFAULT_MAX_PIXELS
 from semseg.inference.drivable import HOLE_FRACTION, ISLAND_FRACTION
 
 # Errors a user can cause (bad file, bad key, bad value) are shown as one line without a
@@ -65,6 +66,15 @@ _overrides_option = click.option(
 )
 
 
+def _max_pixels_option(default: int | None, default_text: str | None = None) -> Any:
+    return click.option(
+        "--max-pixels", default=default, show_default=default_text or True,
+        type=click.IntRange(min=1),
+        help="Refuse images whose header claims more pixels, before decoding them "
+        "(decompression bombs).",
+    )  # fmt: skip
+
+
 @main.command()
 @click.option("--recipe", required=True, help="Recipe file, or a shipped recipe name (demo).")
 @_data_option
@@ -73,6 +83,7 @@ _overrides_option = click.option(
 @_overrides_option
 @click.argument("more_overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt if present.")
+@_max_pixels_option(None, f"the recipe's data.max_pixels, {DEFAULT_MAX_PIXELS}")
 @click.option(
     "--device",
     help="torch device (default: cuda if available, else cpu; cuda:LOCAL_RANK under torchrun).",
@@ -86,6 +97,7 @@ def train(
     overrides: tuple[str, ...],
     more_overrides: tuple[str, ...],
     resume: bool,
+    max_pixels: int | None,
     device: str | None,
 ) -> None:
     """Train a model; keeps OUT/best.pt (val mIoU) and OUT/last.pt.
@@ -96,7 +108,8 @@ def train(
     from semseg.engine import distributed
     from semseg.engine.trainer import Trainer
 
-    config = _recipe_with_data(recipe, overrides + more_overrides, data, data_format)
+    limit = (f"data.max_pixels={max_pixels}",) if max_pixels is not None else ()
+    config = _recipe_with_data(recipe, overrides + more_overrides + limit, data, data_format)
     out_dir = Path(out or Path("runs") / Path(recipe).stem)
     with distributed.process_group(device) as process_device:
         trainer = Trainer(config, out_dir, resume=resume, device=str(process_device))
@@ -256,6 +269,7 @@ _batch_option = click.option(
     is_flag=True,
     help="Also write STEM_confidence.png: top-class probability as 8-bit grey.",
 )
+@_max_pixels_option(DEFAULT_MAX_PIXELS)
 @_inference_options
 @click.option("--device", help="torch device (PyTorch checkpoints).")
 @_friendly_errors
@@ -267,6 +281,7 @@ def predict(
     batch_size: int,
     probabilities: bool,
     confidence: bool,
+    max_pixels: int,
     device: str | None,
     **inference: Any,
 ) -> None:
@@ -280,8 +295,9 @@ def predict(
     predictor = _load_predictor(checkpoint, device, inference)
     paths = expand_inputs(inputs)
     failures = predict_files(
-        predictor, paths, Path(out), alpha, batch_size, probabilities, confidence
-    )
+        predictor, paths, Path(out), alpha, batch_size, probabilities, confidence,
+        max_pixels=max_pixels,
+    )  # fmt: skip
     _report(failures, len(paths), out)
 
 
@@ -382,6 +398,7 @@ def _calibration_images(checkpoint: str, inputs: tuple[str, ...], count: int) ->
               help="Drivable regions touching the bottom row are kept from this fraction of the "
               "image area up.")  # fmt: skip
 @_batch_option
+@_max_pixels_option(DEFAULT_MAX_PIXELS)
 @_inference_options
 @click.option("--device", help="torch device (PyTorch checkpoints).")
 @_friendly_errors
@@ -394,6 +411,7 @@ def drivable(
     hole_fraction: float,
     island_fraction: float,
     batch_size: int,
+    max_pixels: int,
     device: str | None,
     **inference: Any,
 ) -> None:
@@ -407,7 +425,7 @@ def drivable(
     chosen = [c.strip() for c in classes.split(",")] if classes is not None else None
     failures = drivable_files(
         predictor, paths, Path(out), chosen, alpha, batch_size,
-        hole_fraction=hole_fraction, island_fraction=island_fraction,
+        hole_fraction=hole_fraction, island_fraction=island_fraction, max_pixels=max_pixels,
     )  # fmt: skip
     _report(failures, len(paths), out)
 

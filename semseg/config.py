@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from semseg.data.io import DEFAULT_MAX_PIXELS
 from semseg.models import model_arguments
 
 
@@ -48,6 +49,9 @@ class DataConfig(_Section):
     synthetic_image_size: tuple[int, int] = (128, 160)
     workers: int = Field(0, ge=0)
     """DataLoader worker processes (0 loads in the main process)."""
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    """Images and masks whose header claims more pixels are refused before decoding
+    (decompression bombs); see :data:`semseg.data.io.DEFAULT_MAX_PIXELS`."""
 
 
 class AugmentConfig(_Section):

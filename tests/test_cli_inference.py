@@ -138,6 +138,28 @@ def test_export_then_predict_with_the_onnx_file(checkpoint, inputs, tmp_path):
     assert (onnx_labels == expected).mean() >= 0.9999
 
 
+def test_a_decompression_bomb_in_a_folder_is_reported_and_the_rest_segmented(
+    checkpoint, tmp_path, png_claiming
+):
+    folder = tmp_path / "in"
+    write_image(folder / "a.png", render_scene(33, 64, 80)[0])
+    bomb = png_claiming(folder / "b.png", 60000, 60000)
+    write_image(folder / "c.png", render_scene(34, 48, 64)[0])
+    out = tmp_path / "out"
+    result = run("predict", "--checkpoint", checkpoint, folder, "--out", out)
+    assert result.exit_code == 1
+    assert f"failed: {bomb}: refused before decoding" in result.output
+    assert "2 of 3 inputs segmented" in result.output and "DecompressionBombError" not in (
+        result.output
+    )
+    assert {p.name for p in out.iterdir()} == {
+        "a_labels.png", "a_overlay.png", "c_labels.png", "c_overlay.png"
+    }  # fmt: skip
+    result = run("predict", "--checkpoint", checkpoint, folder / "c.png", "--out", out,
+                 "--max-pixels", 48 * 64 - 1)  # fmt: skip
+    assert result.exit_code == 1 and "over the limit of 3,071 pixels" in result.output
+
+
 def test_drivable_default_road_and_named_classes(checkpoint, inputs, tmp_path):
     result = run("drivable", "--checkpoint", checkpoint, inputs / "a", "--out", tmp_path / "road")
     assert result.exit_code == 0, result.output

@@ -21,7 +21,8 @@ def build_dataset(
         return SyntheticDataset(split, length, data.synthetic_image_size, augmentation, seed)
     if data.root is None:
         raise ValueError(f"data.root is required for data.format {data.format!r}")
-    return FileDataset(list_split(data.root, split, data.format), augmentation, seed)
+    files = list_split(data.root, split, data.format)
+    return FileDataset(files, augmentation, seed, data.max_pixels)
 
 
 def build_class_weights(loss: LossConfig, train_set: PairedDataset) -> list[float] | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from semseg.data.io import DEFAULT_MAX_PIXELS
 from semseg.inference.drivable import (
     HOLE_FRACTION,
     ISLAND_FRACTION,
@@ -90,12 +91,14 @@ def drivable_files(
     progress: bool = True,
     hole_fraction: float = HOLE_FRACTION,
     island_fraction: float = ISLAND_FRACTION,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[Failure]:
     """For each image write into ``out_dir``: ``<stem>_drivable.png`` (mask, 255 drivable,
     0 not), ``<stem>_drivable.json`` (:meth:`DrivableSpace.to_json` plus ``image`` and
     ``classes``) and ``<stem>_drivable_overlay.png`` (:func:`draw_drivable` at ``alpha``).
     ``hole_fraction`` and ``island_fraction`` as in
-    :func:`~semseg.inference.drivable.extract_drivable`.
+    :func:`~semseg.inference.drivable.extract_drivable`; images over ``max_pixels`` pixels are
+    refused (reported) before decoding.
 
     Returns:
         (path, reason) of each failed input; the others go on.
@@ -123,4 +126,4 @@ def drivable_files(
             f"{stem}_drivable_overlay.png"
         )
 
-    return segment_images(predictor, paths, write, batch_size, progress)
+    return segment_images(predictor, paths, write, batch_size, progress, max_pixels)
