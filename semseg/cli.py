@@ -1,4 +1,5 @@
-"""The ``semseg`` command line: demo, train, evaluate, predict, export, drivable, stats, models."""
+"""The ``semseg`` command line: demo, train, evaluate, predict, export, drivable, check, stats,
+models."""
 
 from __future__ import annotations
 
@@ -428,6 +429,31 @@ def drivable(
         hole_fraction=hole_fraction, island_fraction=island_fraction, max_pixels=max_pixels,
     )  # fmt: skip
     _report(failures, len(paths), out)
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset folder.")
+@_format_option
+@click.option(
+    "--split",
+    "splits",
+    multiple=True,
+    help="A split to check (repeat for more) [default: every split present].",
+)
+@_max_pixels_option(DEFAULT_MAX_PIXELS)
+@_friendly_errors
+def check(data: str, data_format: str | None, splits: tuple[str, ...], max_pixels: int) -> None:
+    """List every problem of a dataset at once, with a count per kind: undecodable or truncated
+    images and masks, images over --max-pixels, masks of the wrong mode or size, label values
+    outside the classes, images without masks and masks without images. Reads headers and
+    mask values, not a training pass; `semseg train` runs the same check first. Exit status 1
+    when there are problems."""
+    from semseg.data.check import check_dataset
+
+    result = check_dataset(data, splits or None, data_format, max_pixels, progress=True)
+    click.echo(str(result))
+    if result.problems:
+        raise click.exceptions.Exit(1)
 
 
 @main.command()

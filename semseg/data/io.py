@@ -62,8 +62,8 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterat
         raise ImageReadError(f"{path}: file not found") from None
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(
-            f"{path}: refused before decoding, {error}; the limit is {max_pixels:,} pixels "
-            "(--max-pixels / max_pixels) and Pillow's own applies above it"
+            f"{path}: refused before decoding: {str(error).rstrip('.')}; the limit is "
+            f"{max_pixels:,} pixels (--max-pixels / max_pixels) and Pillow's own applies above it"
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(f"{path}: cannot decode image ({error})") from None

@@ -9,6 +9,10 @@ Files in ``out_dir``: ``last.pt`` (every epoch, and every ``checkpoint_every`` s
 ``best.pt`` (best validation mIoU), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
 ``recipe.yaml`` (the resolved recipe, ``data.root`` made absolute).
 
+Before anything else the files of the train and validation splits are checked
+(:func:`semseg.engine.build.check_data`), so a bad dataset fails at once with every problem
+listed rather than one file per run in the middle of an epoch.
+
 ``model.encoder_weights`` is loaded into ``model.encoder`` by the trainer rather than by the
 model's constructor, so that the load report reaches the caller (:attr:`Trainer.encoder_report`)
 and a resumed run, whose weights are in ``last.pt``, does not need the file any more.
@@ -41,7 +45,7 @@ from semseg.checkpoint import CheckpointError, load_checkpoint, load_weights, sa
 from semseg.config import ModelConfig, Recipe, validate_recipe
 from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from semseg.engine import distributed
-from semseg.engine.build import build_class_weights, build_dataset
+from semseg.engine.build import build_class_weights, build_dataset, check_data
 from semseg.engine.evaluate import Evaluation, evaluate_dataset
 from semseg.engine.losses import SegmentationLoss
 from semseg.labels import IGNORE_INDEX
@@ -112,6 +116,7 @@ class Trainer:
         if train.threads is not None:
             torch.set_num_threads(train.threads)
 
+        check_data(recipe.data, (recipe.data.train_split, recipe.data.val_split), self.progress)
         self.train_set = build_dataset(recipe.data, recipe.data.train_split, recipe.augment,
                                        seed=recipe.seed)  # fmt: skip
         self.val_set = build_dataset(recipe.data, recipe.data.val_split)
