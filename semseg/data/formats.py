@@ -69,9 +69,11 @@ def _pair_by_stem(
         for p in _images_in(mask_dir)
         if p.stem.endswith(mask_suffix)
     }
-    samples, unmatched = [], []
+    samples, unmatched, used = [], [], set()
     for image in images:
-        mask = masks.pop(image.stem.removesuffix(image_suffix), None)
+        key = image.stem.removesuffix(image_suffix)
+        mask = masks.get(key)
+        used.add(key)
         if mask is None:
             unmatched.append(image)
         else:
@@ -80,7 +82,8 @@ def _pair_by_stem(
         names = [p.name for p in unmatched]
         shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
         raise DatasetError(f"{mask_dir}: no mask for {len(names)} image(s): {shown}")
-    return _Pairing(tuple(samples), tuple(unmatched), tuple(masks.values()))
+    unused = tuple(mask for key, mask in masks.items() if key not in used)
+    return _Pairing(tuple(samples), tuple(unmatched), unused)
 
 
 def camvid(root: Path, split: str, strict: bool = True) -> SplitFiles:

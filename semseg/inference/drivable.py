@@ -8,10 +8,9 @@ The drivable region of a road scene is computed from train ids in four steps:
    image border, so it is enclosed by drivable pixels (of any component). Holes of at most
    ``hole_fraction`` of the image area become drivable (lane markings labelled as another
    class, label noise, small void patches); larger ones (a car on the road) stay non-drivable.
-   Holes are
-   connected with the complementary connectivity (8 when drivable pixels use 4, and 4 when
-   they use 8), the usual pairing in digital topology: with it a region counts as enclosed
-   exactly when a connected ring of drivable pixels closes around it.
+   Holes are connected with the complementary connectivity (8 when drivable pixels use 4, and
+   4 when they use 8), the usual pairing in digital topology: with it a region counts as
+   enclosed exactly when a connected ring of drivable pixels closes around it.
 3. Component selection: of the connected components of the filled mask (``connectivity`` 4
    or 8), keep those that touch the bottom row, where the vehicle stands, and cover at least
    ``island_fraction`` of the image area.
