@@ -67,7 +67,9 @@ _overrides_option = click.option(
 )
 
 
-def _max_pixels_option(default: int | None, default_text: str | None = None) -> Any:
+def _max_pixels_option(
+    default: int | None, default_text: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return click.option(
         "--max-pixels", default=default, show_default=default_text or True,
         type=click.IntRange(min=1),

@@ -9,7 +9,7 @@ Files in ``out_dir``: ``last.pt`` (every epoch, and every ``checkpoint_every`` s
 ``best.pt`` (best validation mIoU), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
 ``recipe.yaml`` (the resolved recipe, ``data.root`` made absolute).
 
-Before anything else the files of the train and validation splits are checked
+Before training starts the files of the train and validation splits are checked
 (:func:`semseg.engine.build.check_data`), so a bad dataset fails at once with every problem
 listed rather than one file per run in the middle of an epoch.
 
