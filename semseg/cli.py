@@ -160,6 +160,13 @@ def _inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _file_inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """What every command that segments files takes: the pixel limit, the inference options
+    and the torch device."""
+    command = click.option("--device", help="torch device (PyTorch checkpoints).")(command)
+    return _max_pixels_option(DEFAULT_MAX_PIXELS)(_inference_options(command))
+
+
 def _load_predictor(checkpoint: Any, device: str | None, inference: dict[str, Any]) -> Any:
     """The predictor of ``checkpoint`` (a path or a loaded Checkpoint) with the command's
     inference options; ``--threads`` sets PyTorch's process-wide thread count (said on
@@ -319,9 +326,7 @@ def _evaluation_data(checkpoint: Any, data: str | None, data_format: str | None)
     is_flag=True,
     help="Also write STEM_confidence.png: top-class probability as 8-bit grey.",
 )
-@_max_pixels_option(DEFAULT_MAX_PIXELS)
-@_inference_options
-@click.option("--device", help="torch device (PyTorch checkpoints).")
+@_file_inference_options
 @_friendly_errors
 def predict(
     checkpoint: str,
@@ -449,9 +454,7 @@ def _calibration_images(checkpoint: Any, inputs: tuple[str, ...], count: int) ->
               help="Drivable regions touching the bottom row are kept from this fraction of the "
               "image area up.")  # fmt: skip
 @_batch_option
-@_max_pixels_option(DEFAULT_MAX_PIXELS)
-@_inference_options
-@click.option("--device", help="torch device (PyTorch checkpoints).")
+@_file_inference_options
 @_friendly_errors
 def drivable(
     checkpoint: str,
