@@ -113,7 +113,7 @@ class Histogram(_Metric):
             cumulative = 0
             for bound, count in zip((*self.buckets, math.inf), counts, strict=True):
                 cumulative += count
-                le = (("le", _number(bound)),)
+                le = (("le", "+Inf" if math.isinf(bound) else repr(float(bound))),)
                 lines.append(f"{self.name}_bucket{self._labels(key, le)} {cumulative}")
             lines.append(f"{self.name}_sum{self._labels(key)} {_number(total)}")
             lines.append(f"{self.name}_count{self._labels(key)} {cumulative}")

@@ -99,6 +99,14 @@ def encode(image: np.ndarray, fmt: str = "PNG", **options: Any) -> bytes:
     return buffer.getvalue()
 
 
+def flip_bytes(data: bytes, flips: Sequence[tuple[int, int]]) -> bytes:
+    """``data`` with byte ``position % len(data)`` XORed with ``value`` for each flip."""
+    mutable = bytearray(data)
+    for position, value in flips:
+        mutable[position % len(mutable)] ^= value
+    return bytes(mutable)
+
+
 def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
