@@ -220,6 +220,7 @@ function showResult(result) {
   original.height = pixels.height;
   original.getContext("2d").putImageData(pixels, 0, 0);
   drawOverlay();
+  fitViews();
   const t = json.timing_ms;
   $("latency").textContent = `Request ${roundTrip.toFixed(0)} ms; server: queue ` +
     `${t.queue.toFixed(1)}, decode ${t.decode.toFixed(1)}, inference ` +
@@ -232,6 +233,16 @@ function showResult(result) {
   if (json.drivable) {
     drivable.parentElement.title = `${(100 * json.drivable.fraction).toFixed(1)}% drivable`;
   }
+}
+
+function fitViews() {
+  // at most 70 % of the window's height tall, as wide as that allows
+  const item = state.items[state.current];
+  if (!item || !item.result) return;
+  const { width, height } = item.result.labels;
+  const side = $("view").value === "side";
+  $("views").classList.toggle("side", side);
+  $("views").style.maxWidth = `calc(${side ? 2 : 1} * 70vh * ${width / height})`;
 }
 
 function legendRow(c) {
@@ -322,15 +333,18 @@ function download() {
 
 window.addEventListener("DOMContentLoaded", () => {
   loadModel();
-  $("file-input").addEventListener("change", (e) => addFiles(e.target.files));
-  $("folder-input").addEventListener("change", (e) => addFiles(e.target.files));
+  for (const id of ["file-input", "folder-input"]) {
+    $(id).addEventListener("change", (e) => {
+      const files = [...e.target.files];
+      e.target.value = "";  // choosing the same files again is a new choice
+      addFiles(files);
+    });
+  }
   $("opacity").addEventListener("input", () => {
     $("opacity-value").textContent = `${$("opacity").value}%`;
     drawOverlay();
   });
-  $("view").addEventListener("change", () => {
-    $("views").classList.toggle("side", $("view").value === "side");
-  });
+  $("view").addEventListener("change", fitViews);
   $("drivable").addEventListener("change", drawOverlay);
   $("download").addEventListener("click", download);
   $("api-key").addEventListener("change", () => {
