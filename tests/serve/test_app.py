@@ -403,3 +403,34 @@ def test_error_bodies_are_json_everywhere(live):
     for response in (live.get("/nope"), live.post("/healthz"), post_image(live, b"x", "a/b")):
         assert response.headers["content-type"] == "application/json"
         assert set(json.loads(response.content)) == {"error"}
+
+
+def test_an_onnx_export_is_served(checkpoint, scene_png, tmp_path):
+    from semseg.inference.export import export_onnx
+    from semseg.inference.predictor import load_predictor
+    from semseg.serve.app import create_app
+    from semseg.serve.settings import ServeSettings
+
+    from .support import LiveApp
+
+    onnx_path = export_onnx(checkpoint, tmp_path / "tiny.onnx")
+    onnx_predictor = load_predictor(onnx_path, threads=1)
+    live = LiveApp(create_app(onnx_predictor, ServeSettings(), onnx_path))
+    try:
+        live.wait_ready()
+        info = live.get("/v1/model").json()
+        assert (info["backend"], info["precision"], info["name"]) == (
+            "onnxruntime",
+            "float32",
+            "unet",
+        )
+        assert info["threads"] == 1
+        assert info["checkpoint"]["sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+        labels = post_image(live, scene_png, query="?output=labels")
+        image = np.array(Image.open(io.BytesIO(scene_png)))
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(io.BytesIO(labels.content))),
+            onnx_predictor.predict(image).labels,
+        )
+    finally:
+        live.close()
