@@ -15,7 +15,6 @@ import asyncio
 import hmac
 import io
 import logging
-import time
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -28,17 +27,17 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from semseg.data.synthetic import render_scene
 from semseg.inference.predictor import Predictor
 from semseg.serve import schemas
 from semseg.serve.errors import ServeError, error_response
-from semseg.serve.images import FORMATS, EncodedImage, decoders_for, media_type, read_header
+from semseg.serve.images import FORMATS, EncodedImage
 from semseg.serve.metrics import ServerMetrics
+from semseg.serve.middleware import MetricsMiddleware
 from semseg.serve.model_info import describe_model
-from semseg.serve.multipart import image_field
 from semseg.serve.pool import InferencePool
+from semseg.serve.read_request import accepted_output, read_image
 from semseg.serve.segment import Output, Segmenter, SegmentJob
 from semseg.serve.settings import ServeSettings
 
@@ -74,7 +73,6 @@ ERROR_STATUSES = {
     504: "The request took longer than the server's timeout.",
 }
 STATUS_CODES = {404: "not_found", 405: "method_not_allowed"}
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 class Service:
@@ -211,7 +209,7 @@ def create_app(
         service.in_progress += 1
         try:
             async with asyncio.timeout(settings.timeout_s):
-                image = await _read_image(request, settings)
+                image = await read_image(request, settings)
                 result = await service.pool.run(
                     (image.height, image.width), SegmentJob(image, kind, alpha)
                 )
@@ -274,87 +272,6 @@ _SEGMENT_BODY = {
 }
 
 
-async def _read_image(request: Request, settings: ServeSettings) -> EncodedImage:
-    """The image of a raw or multipart body, its header read (see the module docstring)."""
-    content_type = request.headers.get("content-type", "")
-    declared = media_type(content_type)
-    multipart = declared == "multipart/form-data"
-    decoders = None if multipart else decoders_for(declared)
-    body = await read_body(request, settings.max_upload_bytes)
-    if multipart:
-        body, part_type = image_field(body, content_type)
-        decoders = decoders_for(media_type(part_type), untyped_allowed=True)
-    return read_header(body, decoders, settings.max_pixels)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as ``Content-Length`` or the bytes received
-    pass ``limit``.
-
-    Raises:
-        ServeError: 413 over the limit; 400 for a ``Content-Length`` that is not a number.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise ServeError(400, "bad_content_length", f"Content-Length {declared!r}") from None
-        if length > limit:
-            raise _too_large(f"Content-Length is {length} bytes", limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(f"the body passed {len(body)} bytes", limit)
-    return bytes(body)
-
-
-def _too_large(what: str, limit: int) -> ServeError:
-    return ServeError(
-        413, "payload_too_large", f"{what}; this server accepts bodies up to {limit} bytes"
-    )
-
-
-def accepted_output(accept: str | None) -> Output:
-    """The output an ``Accept`` header prefers: ``json`` (application/json) or ``labels``
-    (image/png); json when absent or tied.
-
-    Raises:
-        ServeError: 406 when it accepts neither.
-    """
-    if not accept or not accept.strip():
-        return "json"
-    ranges: list[tuple[str, float]] = []
-    for entry in accept.split(","):
-        kind, *parameters = (part.strip() for part in entry.split(";"))
-        quality = 1.0
-        for parameter in parameters:
-            name, _, value = parameter.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = min(max(float(value), 0.0), 1.0)
-                except ValueError:
-                    quality = 0.0
-        ranges.append((kind.lower(), quality))
-
-    def quality_of(media: str) -> float:
-        kind = media.split("/")[0]
-        for pattern in (media, f"{kind}/*", "*/*"):  # the most specific range decides
-            matches = [q for r, q in ranges if r == pattern]
-            if matches:
-                return max(matches)
-        return 0.0
-
-    json_q, png_q = quality_of("application/json"), quality_of("image/png")
-    if json_q <= 0 and png_q <= 0:
-        raise ServeError(
-            406, "not_acceptable", f"Accept {accept!r} allows neither application/json nor "
-            "image/png; or choose with ?output=json|labels|overlay"
-        )  # fmt: skip
-    return "labels" if png_q > json_q else "json"
-
-
 BEARER = HTTPBearer(auto_error=False, description="The server's --api-key.")
 
 
@@ -414,33 +331,3 @@ def _add_error_handlers(app: FastAPI, service: Service) -> None:
     async def internal(request: Request, error: Exception) -> JSONResponse:
         log.error("internal error on %s %s", request.method, request.url.path, exc_info=error)
         return error_response(500, "internal_error", "internal server error; see the server log")
-
-
-class MetricsMiddleware:
-    """Counts every HTTP response by route, method and status, and times it."""
-
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            route = scope.get("route")
-            handler = getattr(route, "path", "unmatched")
-            method = scope["method"] if scope["method"] in METHODS else "other"
-            self.metrics.requests.inc(handler=handler, method=method, status=str(status))
-            self.metrics.request_seconds.observe(time.perf_counter() - start, handler=handler)
