@@ -501,10 +501,15 @@ def serve(
 ) -> None:
     """Serve a model over HTTP: POST /v1/segment, GET /v1/model, /healthz, /readyz, /metrics,
     and a web page at /. Needs the serve extra (pip install 'semseg[serve]')."""
-    import uvicorn
+    try:
+        import uvicorn
 
+        from semseg.serve.app import create_app
+    except ImportError as error:
+        raise click.ClickException(
+            f"semseg serve needs the serve extra: pip install 'semseg[serve]' ({error})"
+        ) from None
     from semseg.inference.drivable_files import drivable_class_ids
-    from semseg.serve.app import create_app
     from semseg.serve.settings import ServeSettings
 
     if inference["threads"] is None:  # share the cores between the inference threads
