@@ -553,13 +553,15 @@ def serve(
         raise click.ClickException(
             f"semseg serve needs the serve extra: pip install 'semseg[serve]' ({error})"
         ) from None
+    from semseg.checkpoint import Checkpoint
     from semseg.inference.drivable_files import drivable_class_ids
     from semseg.serve.settings import ServeSettings
 
     if inference["threads"] is None:  # share the cores between the inference threads
         inference["threads"] = max(1, (os.cpu_count() or 1) // workers)
     threads = inference["threads"]
-    predictor = _load_predictor(checkpoint, device, inference)
+    model_file = Checkpoint.load(checkpoint)
+    predictor = _load_predictor(model_file, device, inference)
     if classes is not None:
         drivable = drivable_class_ids(predictor.labels, [c.strip() for c in classes.split(",")])
     else:
@@ -572,7 +574,7 @@ def serve(
         timeout_s=timeout_s, workers=workers, batch_max=batch_max, batch_wait_ms=batch_wait_ms,
         api_key=api_key, cors_origins=cors_origins, drivable_classes=drivable,
     )  # fmt: skip
-    app = create_app(predictor, settings, checkpoint)
+    app = create_app(predictor, settings, model_file)
     click.echo(
         f"serving {checkpoint} on http://{host}:{port} ({workers} inference thread(s) x "
         f"{threads} CPU thread(s); API key {'required' if api_key else 'off'})"

@@ -17,7 +17,6 @@ import io
 import logging
 from contextlib import asynccontextmanager
 from importlib import resources
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -28,6 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from semseg.checkpoint import Checkpoint
 from semseg.data.synthetic import render_scene
 from semseg.inference.predictor import Predictor
 from semseg.serve import schemas
@@ -117,17 +117,17 @@ class Service:
 def create_app(
     predictor: Predictor,
     settings: ServeSettings | None = None,
-    model_file: str | Path | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> FastAPI:
-    """The app serving ``predictor`` under ``settings``; ``model_file`` is the checkpoint or
-    ONNX file it came from (named, with its SHA-256, by ``GET /v1/model``).
+    """The app serving ``predictor`` under ``settings``; ``checkpoint`` is the checkpoint or
+    ONNX file it came from (its model name, file and SHA-256 are in ``GET /v1/model``).
 
     The inference threads start, and the warm-up runs, when the app's lifespan starts
     (uvicorn, or ``with TestClient(app)``); ``/readyz`` answers 200 once the warm-up is done.
     """
     settings = settings or ServeSettings()
     service = Service(predictor, settings)
-    model = describe_model(predictor, model_file) | {
+    model = describe_model(predictor, checkpoint) | {
         "drivable_classes": [predictor.labels.names[i] for i in settings.drivable_classes] or None,
         "limits": {
             "max_upload_bytes": settings.max_upload_bytes,

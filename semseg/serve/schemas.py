@@ -65,7 +65,6 @@ class InferenceSettings(BaseModel):
     tile_size: list[int] | None
     overlap: float
     window: str
-    pad_mode: str
     hflip: bool
     scales: list[float]
 

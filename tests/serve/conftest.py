@@ -6,8 +6,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from semseg.checkpoint import Checkpoint
 from semseg.data.synthetic import render_scene
-from semseg.inference.predictor import Predictor, load_predictor
+from semseg.inference.predictor import Predictor
 from semseg.serve.app import create_app
 from semseg.serve.settings import ServeSettings
 
@@ -22,7 +23,7 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def predictor(checkpoint) -> Predictor:
-    return load_predictor(checkpoint, "cpu")
+    return Predictor.from_checkpoint(checkpoint, "cpu")
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +38,9 @@ def serve(checkpoint) -> Iterator[Callable[..., LiveApp]]:
     apps: list[LiveApp] = []
 
     def start(predictor: Predictor, **settings) -> LiveApp:
-        live = LiveApp(create_app(predictor, ServeSettings(**settings), checkpoint))
+        live = LiveApp(
+            create_app(predictor, ServeSettings(**settings), Checkpoint.load(checkpoint))
+        )
         apps.append(live)
         live.wait_ready()
         return live

@@ -184,6 +184,7 @@ def test_health_readiness_metrics_and_openapi(live, scene_png):
 
 
 def test_readiness_waits_for_the_warm_up(serve, predictor, checkpoint):
+    from semseg.checkpoint import Checkpoint
     from semseg.serve.app import create_app
     from semseg.serve.settings import ServeSettings
 
@@ -191,7 +192,7 @@ def test_readiness_waits_for_the_warm_up(serve, predictor, checkpoint):
 
     held = HeldPredictor(predictor)
     held.hold()
-    live = LiveApp(create_app(held, ServeSettings(), checkpoint))
+    live = LiveApp(create_app(held, ServeSettings(), Checkpoint.load(checkpoint)))
     try:
         assert held.entered.wait(30)
         assert_error(live.get("/readyz"), 503, "not_ready")
@@ -406,16 +407,17 @@ def test_error_bodies_are_json_everywhere(live):
 
 
 def test_an_onnx_export_is_served(checkpoint, scene_png, tmp_path):
+    from semseg.checkpoint import Checkpoint
     from semseg.inference.export import export_onnx
-    from semseg.inference.predictor import load_predictor
+    from semseg.inference.predictor import Predictor
     from semseg.serve.app import create_app
     from semseg.serve.settings import ServeSettings
 
     from .support import LiveApp
 
     onnx_path = export_onnx(checkpoint, tmp_path / "tiny.onnx")
-    onnx_predictor = load_predictor(onnx_path, threads=1)
-    live = LiveApp(create_app(onnx_predictor, ServeSettings(), onnx_path))
+    onnx_predictor = Predictor.from_checkpoint(onnx_path, threads=1)
+    live = LiveApp(create_app(onnx_predictor, ServeSettings(), Checkpoint.load(onnx_path)))
     try:
         live.wait_ready()
         info = live.get("/v1/model").json()

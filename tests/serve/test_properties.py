@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from semseg.checkpoint import Checkpoint
 from semseg.serve.app import create_app
 from semseg.serve.settings import ServeSettings
 
@@ -18,7 +19,7 @@ from .support import LiveApp, encode, flip_bytes
 @pytest.fixture(scope="module")
 def live(predictor, checkpoint):
     limits = ServeSettings(max_pixels=64 * 64, max_upload_mb=0.02, drivable_classes=(3,))
-    live = LiveApp(create_app(predictor, limits, checkpoint))
+    live = LiveApp(create_app(predictor, limits, Checkpoint.load(checkpoint)))
     live.wait_ready()
     yield live
     live.close()
