@@ -1,5 +1,5 @@
-"""The ``semseg`` command line: demo, train, evaluate, predict, export, drivable, serve, stats,
-models."""
+"""The ``semseg`` command line: demo, train, evaluate, predict, export, drivable, serve, check,
+stats, models."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from typing import Any
 import click
 
 from semseg.config import Recipe, load_recipe
+from semseg.data.io import DEFAULT_MAX_PIXELS
+from semseg.inference.drivable import HOLE_FRACTION, ISLAND_FRACTION
 
 # Errors a user can cause (bad file, bad key, bad value) are shown as one line without a
 # traceback; SEMSEG_DEBUG=1 shows the traceback.
@@ -67,6 +69,17 @@ _overrides_option = click.option(
 )
 
 
+def _max_pixels_option(
+    default: int | None, default_text: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--max-pixels", default=default, show_default=default_text or True,
+        type=click.IntRange(min=1),
+        help="Refuse images whose header claims more pixels, before decoding them "
+        "(decompression bombs).",
+    )  # fmt: skip
+
+
 @main.command()
 @click.option("--recipe", required=True, help="Recipe file, or a shipped recipe name (demo).")
 @_data_option
@@ -75,6 +88,7 @@ _overrides_option = click.option(
 @_overrides_option
 @click.argument("more_overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt if present.")
+@_max_pixels_option(None, f"the recipe's data.max_pixels, {DEFAULT_MAX_PIXELS}")
 @click.option(
     "--device",
     help="torch device (default: cuda if available, else cpu; cuda:LOCAL_RANK under torchrun).",
@@ -88,6 +102,7 @@ def train(
     overrides: tuple[str, ...],
     more_overrides: tuple[str, ...],
     resume: bool,
+    max_pixels: int | None,
     device: str | None,
 ) -> None:
     """Train a model; keeps OUT/best.pt (val mIoU) and OUT/last.pt.
@@ -98,10 +113,14 @@ def train(
     from semseg.engine import distributed
     from semseg.engine.trainer import Trainer
 
-    config = _recipe_with_data(recipe, overrides + more_overrides, data, data_format)
+    limit = (f"data.max_pixels={max_pixels}",) if max_pixels is not None else ()
+    config = _recipe_with_data(recipe, overrides + more_overrides + limit, data, data_format)
     out_dir = Path(out or Path("runs") / Path(recipe).stem)
     with distributed.process_group(device) as process_device:
         trainer = Trainer(config, out_dir, resume=resume, device=str(process_device))
+        if trainer.is_main and trainer.encoder_report is not None:
+            source = config.model.arguments["encoder_weights"]
+            click.echo(f"encoder weights from {source}: {trainer.encoder_report}")
         evaluation = trainer.fit()
     if not trainer.is_main:
         return
@@ -200,6 +219,7 @@ _batch_option = click.option(
     help="Images of one size per forward pass (per process).",
 )  # fmt: skip
 @click.option("--no-boundary", is_flag=True, help="Skip the boundary F1 score.")
+@_max_pixels_option(None, "the checkpoint's data.max_pixels")
 @_inference_options
 @click.option("--device", help="torch device (cuda:LOCAL_RANK under torchrun).")
 @_friendly_errors
@@ -212,6 +232,7 @@ def evaluate(
     plots_dir: str | None,
     batch_size: int,
     no_boundary: bool,
+    max_pixels: int | None,
     device: str | None,
     **inference: Any,
 ) -> None:
@@ -232,6 +253,8 @@ def evaluate(
 
     model_file = Checkpoint.load(checkpoint)
     data_config = _evaluation_data(model_file, data, data_format)
+    if max_pixels is not None:
+        data_config = data_config.model_copy(update={"max_pixels": max_pixels})
     with distributed.process_group(device) as process_device:
         predictor = _load_predictor(model_file, str(process_device), inference)
         dataset = build_dataset(data_config, split)
@@ -296,6 +319,7 @@ def _evaluation_data(checkpoint: Any, data: str | None, data_format: str | None)
     is_flag=True,
     help="Also write STEM_confidence.png: top-class probability as 8-bit grey.",
 )
+@_max_pixels_option(DEFAULT_MAX_PIXELS)
 @_inference_options
 @click.option("--device", help="torch device (PyTorch checkpoints).")
 @_friendly_errors
@@ -307,6 +331,7 @@ def predict(
     batch_size: int,
     probabilities: bool,
     confidence: bool,
+    max_pixels: int,
     device: str | None,
     **inference: Any,
 ) -> None:
@@ -320,8 +345,9 @@ def predict(
     predictor = _load_predictor(checkpoint, device, inference)
     paths = expand_inputs(inputs)
     failures = predict_files(
-        predictor, paths, Path(out), alpha, batch_size, probabilities, confidence
-    )
+        predictor, paths, Path(out), alpha, batch_size, probabilities, confidence,
+        max_pixels=max_pixels,
+    )  # fmt: skip
     _report(failures, len(paths), out)
 
 
@@ -414,7 +440,16 @@ def _calibration_images(checkpoint: Any, inputs: tuple[str, ...], count: int) ->
 @click.option("--classes", help="Drivable classes: comma-separated names or train ids "
               "(default: the class named Road).")  # fmt: skip
 @click.option("--alpha", default=0.4, show_default=True, help="Tint opacity, 0..1.")
+@click.option("--hole-fraction", default=HOLE_FRACTION, show_default=True,
+              type=click.FloatRange(0, 1),
+              help="Enclosed non-drivable regions up to this fraction of the image area become "
+              "drivable (lane markings, label noise).")  # fmt: skip
+@click.option("--island-fraction", default=ISLAND_FRACTION, show_default=True,
+              type=click.FloatRange(0, 1),
+              help="Drivable regions touching the bottom row are kept from this fraction of the "
+              "image area up.")  # fmt: skip
 @_batch_option
+@_max_pixels_option(DEFAULT_MAX_PIXELS)
 @_inference_options
 @click.option("--device", help="torch device (PyTorch checkpoints).")
 @_friendly_errors
@@ -424,7 +459,10 @@ def drivable(
     out: str,
     classes: str | None,
     alpha: float,
+    hole_fraction: float,
+    island_fraction: float,
     batch_size: int,
+    max_pixels: int,
     device: str | None,
     **inference: Any,
 ) -> None:
@@ -436,7 +474,10 @@ def drivable(
     predictor = _load_predictor(checkpoint, device, inference)
     paths = expand_inputs(inputs)
     chosen = [c.strip() for c in classes.split(",")] if classes is not None else None
-    failures = drivable_files(predictor, paths, Path(out), chosen, alpha, batch_size)
+    failures = drivable_files(
+        predictor, paths, Path(out), chosen, alpha, batch_size,
+        hole_fraction=hole_fraction, island_fraction=island_fraction, max_pixels=max_pixels,
+    )  # fmt: skip
     _report(failures, len(paths), out)
 
 
@@ -463,13 +504,7 @@ def drivable(
     type=click.FloatRange(min=0, min_open=True),
     help="Largest request body (MiB).",
 )
-@click.option(
-    "--max-pixels",
-    default=4096 * 4096,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Largest image (width x height, from its header).",
-)
+@_max_pixels_option(4096 * 4096)
 @click.option(
     "--max-queue",
     default=16,
@@ -580,6 +615,31 @@ def serve(
         f"{threads} CPU thread(s); API key {'required' if api_key else 'off'})"
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset folder.")
+@_format_option
+@click.option(
+    "--split",
+    "splits",
+    multiple=True,
+    help="A split to check (repeat for more) [default: every split present].",
+)
+@_max_pixels_option(DEFAULT_MAX_PIXELS)
+@_friendly_errors
+def check(data: str, data_format: str | None, splits: tuple[str, ...], max_pixels: int) -> None:
+    """List every problem of a dataset at once, with a count per kind: undecodable or truncated
+    images and masks, images over --max-pixels, masks of the wrong mode or size, label values
+    outside the classes, images without masks and masks without images. Reads headers and
+    mask values, not a training pass; `semseg train` runs the same check first. Exit status 1
+    when there are problems."""
+    from semseg.data.check import check_dataset
+
+    result = check_dataset(data, splits or None, data_format, max_pixels, progress=True)
+    click.echo(str(result))
+    if result.problems:
+        raise click.exceptions.Exit(1)
 
 
 @main.command()

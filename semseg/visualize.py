@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from semseg.labels import LabelSet
+
+LEGEND_MIN_ROW = 12
+LEGEND_MAX_ROW = 20
+"""Legend row heights in pixels: a swatch of ``row - 4`` and the class name beside it."""
 
 
 def colorize(label_map: np.ndarray, labels: LabelSet) -> np.ndarray:
@@ -23,7 +28,8 @@ def overlay(
     legend: bool = True,
     classes: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """Blend class colours over ``image`` and add a legend panel on the right.
+    """Blend class colours over ``image`` and add a legend panel (:func:`legend_panel`) on the
+    right.
 
     Args:
         image: (H, W, 3) uint8 RGB.
@@ -50,17 +56,27 @@ def overlay(
 
 
 def legend_panel(labels: LabelSet, classes: Sequence[int], height: int) -> np.ndarray:
-    """(height, width, 3) uint8 white panel with a colour swatch and name per class."""
+    """(height, width, 3) uint8 white panel with a colour swatch and the name of each class in
+    ``classes``, every one of them shown.
+
+    Rows are 20 pixels high, shrinking to 12 where that fits every class in one column; below
+    that the classes fill further columns, top to bottom then left to right (VOC's 21 classes
+    on a 128-pixel image take three columns of ten). A panel under 16 pixels high clips its
+    rows.
+    """
+    classes = list(classes)
     font = ImageFont.load_default()
-    row = max(12, min(20, height // max(len(classes), 1)))
-    width = 24 + 7 * max((len(labels.names[c]) for c in classes), default=4)
-    panel = Image.new("RGB", (width, height), (255, 255, 255))
+    row = max(LEGEND_MIN_ROW, min(LEGEND_MAX_ROW, (height - 4) // max(len(classes), 1)))
+    per_column = max(1, (height - 4) // row)
+    columns = max(1, math.ceil(len(classes) / per_column))
+    names = [labels.names[c] for c in classes]
+    column_width = row + 8 + math.ceil(max((font.getlength(n) for n in names), default=28.0))
+    panel = Image.new("RGB", (columns * column_width, height), (255, 255, 255))
     draw = ImageDraw.Draw(panel)
-    for position, class_id in enumerate(classes):
-        top = 4 + position * row
-        if top + row > height:
-            break
-        draw.rectangle([4, top, 4 + row - 4, top + row - 4], fill=labels.colours[class_id],
+    for position, (class_id, name) in enumerate(zip(classes, names, strict=True)):
+        column, line = divmod(position, per_column)
+        left, top = column * column_width, 4 + line * row
+        draw.rectangle([left + 4, top, left + row, top + row - 4], fill=labels.colours[class_id],
                        outline=(0, 0, 0))  # fmt: skip
-        draw.text((row + 4, top), labels.names[class_id], fill=(0, 0, 0), font=font)
+        draw.text((left + row + 4, top), name, fill=(0, 0, 0), font=font)
     return np.asarray(panel)

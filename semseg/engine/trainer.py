@@ -8,7 +8,15 @@ uninterrupted run would have taken and ends with the same weights.
 Files in ``out_dir``: ``last.pt`` (every epoch, and every ``checkpoint_every`` steps),
 ``best.pt`` (best validation mIoU), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
 ``plots/`` (per-class scores and confusion matrix of ``best.pt`` on the validation split),
-``recipe.yaml`` (the resolved recipe).
+``recipe.yaml`` (the resolved recipe, ``data.root`` made absolute).
+
+Before training starts the files of the train and validation splits are checked
+(:func:`semseg.engine.build.check_data`), so a bad dataset fails at once with every problem
+listed rather than one file per run in the middle of an epoch.
+
+``model.encoder_weights`` is loaded into ``model.encoder`` by the trainer rather than by the
+model's constructor, so that the load report reaches the caller (:attr:`Trainer.encoder_report`)
+and a resumed run, whose weights are in ``last.pt``, does not need the file any more.
 
 Under ``torchrun`` (see :mod:`semseg.engine.distributed`) every process runs this loop on the
 model wrapped in DistributedDataParallel. Each process takes every ``world_size``-th sample of
@@ -32,18 +40,20 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from semseg.checkpoint import Checkpoint, CheckpointError, load_weights
-from semseg.config import Recipe, validate_recipe
+from semseg.config import ModelConfig, Recipe, validate_recipe
 from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from semseg.engine import distributed
-from semseg.engine.build import build_class_weights, build_dataset
+from semseg.engine.build import build_class_weights, build_dataset, check_data
 from semseg.engine.evaluate import Evaluation, evaluate
 from semseg.engine.losses import SegmentationLoss
 from semseg.inference.predictor import Predictor
 from semseg.models import create_model
+from semseg.models.pretrained import LoadReport, load_pretrained_encoder
 from semseg.plots import plot_scores, plot_training_curves
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -90,6 +100,10 @@ class Trainer:
         device: torch device; CUDA when available by default. Under torchrun, this process's
             device (:func:`semseg.engine.distributed.process_group` chooses it).
         progress: show progress bars (on rank 0 only).
+
+    Attributes:
+        encoder_report: what ``model.encoder_weights`` filled (None without them, and when
+            resuming).
     """
 
     def __init__(
@@ -105,6 +119,7 @@ class Trainer:
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        recipe = recipe.with_absolute_data_root()
         checkpoint: Checkpoint | None = None
         last = self.out_dir / "last.pt"
         if resume and last.is_file():
@@ -118,14 +133,16 @@ class Trainer:
         train = recipe.train
         _check_precision_options(train.sync_batchnorm, train.amp, self.device)
 
+        check_data(recipe.data, (recipe.data.train_split, recipe.data.val_split), self.progress)
         self.train_set = build_dataset(recipe.data, recipe.data.train_split, recipe.augment,
                                        seed=recipe.seed)  # fmt: skip
         self.val_set = build_dataset(recipe.data, recipe.data.val_split)
         self.labels = self.train_set.labels
         torch.manual_seed(recipe.seed)
-        self.model = create_model(
-            recipe.model.name, self.labels.num_classes, **recipe.model.arguments
-        ).to(self.device)
+        model, self.encoder_report = _build_model(
+            recipe.model, self.labels.num_classes, pretrained=checkpoint is None
+        )
+        self.model = model.to(self.device)
         if train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if train.sync_batchnorm and self.world_size > 1:
@@ -365,6 +382,24 @@ class Trainer:
         plot_training_curves(self.state["history"], self.out_dir / "curves.png")
 
 
+def _build_model(
+    model: ModelConfig, num_classes: int, pretrained: bool
+) -> tuple[nn.Module, LoadReport | None]:
+    """The recipe's model, with ``model.encoder_weights`` loaded into its encoder when
+    ``pretrained`` (not when resuming), and the load report."""
+    arguments = model.arguments
+    source = arguments.pop("encoder_weights", None)
+    network = create_model(model.name, num_classes, **arguments)
+    if source is None or not pretrained:
+        return network, None
+    encoder = getattr(network, "encoder", None)
+    if encoder is None:
+        raise ValueError(
+            f"model.encoder_weights needs a model with an encoder; {model.name!r} has none"
+        )
+    return network, load_pretrained_encoder(encoder, source)
+
+
 def _check_same_start(training: dict[str, Any] | None, source: Path, world_size: int) -> None:
     """All processes must resume from the same step, with the processes that wrote it."""
     step = training["global_step"] if training is not None else None
@@ -402,7 +437,7 @@ def _check_precision_options(sync_batchnorm: bool, amp: str | None, device: torc
 
 def _resumed_recipe(stored: dict[str, Any], recipe: Recipe, source: Path) -> Recipe:
     """The checkpoint's recipe, with ``train.epochs`` from ``recipe`` (a run may be extended)."""
-    saved = validate_recipe(stored, str(source))
+    saved = validate_recipe(stored, str(source)).with_absolute_data_root()
     if saved.model.name != recipe.model.name:
         raise CheckpointError(
             f"{source}: checkpoint is of model {saved.model.name!r}, the recipe asks for "

@@ -14,6 +14,7 @@ import torch
 from semseg.checkpoint import Checkpoint, CheckpointError
 from semseg.config import load_recipe
 from semseg.engine.trainer import Trainer, learning_rate_factor
+from semseg.models.backbones import create_vgg
 
 TINY = [
     "data.synthetic_train_size=12",
@@ -120,3 +121,49 @@ def test_resume_refuses_another_model_or_recipe(tmp_path):
     assert trainer.state["epoch"] == 1
     trainer.fit()
     assert Checkpoint.load(tmp_path / "last.pt").training["epoch"] == 2
+
+
+# naive on a 1/16-wide VGG16: the smallest model that takes encoder_weights.
+NAIVE = [
+    *TINY[:4],
+    "model.name=naive",
+    "model.width_divisor=16",
+    "train.batch_size=4",
+    "train.epochs=1",
+    "train.threads=1",
+]
+
+
+def _vgg_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A torchvision-format state dict for the 1/16-wide VGG16, plus a classifier entry that
+    fits nothing."""
+    torch.manual_seed(1)
+    state = {
+        k: torch.randn_like(v)
+        for k, v in create_vgg("vgg16", width_divisor=16).state_dict().items()
+    }
+    torch.save({**state, "classifier.6.weight": torch.randn(1000, 256)}, path)
+    return state
+
+
+def test_encoder_weights_are_reported_and_not_needed_to_resume(tmp_path):
+    weights = tmp_path / "vgg16.pth"
+    state = _vgg_weights(weights)
+    recipe = load_recipe("demo", [*NAIVE, f"model.encoder_weights={weights}"])
+    trainer = Trainer(recipe, tmp_path / "run", progress=False)
+    report = trainer.encoder_report
+    assert sorted(report.loaded) == sorted(state)
+    assert report.skipped == [("classifier.6.weight", "the model has no such entry")]
+    assert report.missing == []
+    torch.testing.assert_close(trainer.model.encoder.features[0].weight, state["features.0.weight"])
+    trainer.fit()
+
+    weights.unlink()  # the weights are in last.pt now
+    longer = load_recipe("demo", [*NAIVE, f"model.encoder_weights={weights}", "train.epochs=2"])
+    resumed = Trainer(longer, tmp_path / "run", resume=True, progress=False)
+    assert resumed.encoder_report is None
+    saved = Checkpoint.load(tmp_path / "run" / "last.pt").state_dict
+    torch.testing.assert_close(resumed.model.state_dict()["encoder.features.0.weight"],
+                               saved["encoder.features.0.weight"])  # fmt: skip
+    resumed.fit()
+    assert Checkpoint.load(tmp_path / "run" / "last.pt").training["epoch"] == 2
