@@ -73,6 +73,13 @@ _overrides_option = click.option(
 @click.argument("more_overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt if present.")
 @click.option(
+    "--holdout",
+    multiple=True,
+    metavar="GROUP",
+    help="Validate on this group of frames (CamVid: a drive, e.g. 0006R0) and train on the "
+    "other frames of the train and val splits (data.holdout_groups); repeatable.",
+)
+@click.option(
     "--device",
     help="torch device (default: cuda if available, else cpu; cuda:LOCAL_RANK under torchrun).",
 )
@@ -85,6 +92,7 @@ def train(
     overrides: tuple[str, ...],
     more_overrides: tuple[str, ...],
     resume: bool,
+    holdout: tuple[str, ...],
     device: str | None,
 ) -> None:
     """Train a model; keeps OUT/best.pt (val mIoU) and OUT/last.pt.
@@ -95,8 +103,12 @@ def train(
     from semseg.engine import distributed
     from semseg.engine.trainer import Trainer
 
-    config = _recipe_with_data(recipe, overrides + more_overrides, data, data_format)
-    out_dir = Path(out or Path("runs") / Path(recipe).stem)
+    extra = overrides + more_overrides
+    if holdout:
+        extra += ("data.holdout_groups=[" + ", ".join(holdout) + "]",)
+    config = _recipe_with_data(recipe, extra, data, data_format)
+    run_name = "-".join([Path(recipe).stem, *(["holdout", *holdout] if holdout else [])])
+    out_dir = Path(out or Path("runs") / run_name)
     with distributed.process_group(device) as process_device:
         trainer = Trainer(config, out_dir, resume=resume, device=str(process_device))
         evaluation = trainer.fit()
@@ -113,7 +125,11 @@ def train(
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False))
 @_data_option
 @_format_option
-@click.option("--split", default="val", show_default=True, help="Split to score (val, test...).")
+@click.option(
+    "--split",
+    help="Split to score (val, test...) [default: the recipe's validation frames: the held-out "
+    "groups of data.holdout_groups, else data.val_split].",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write scores here.")
 @click.option(
     "--batch-size", default=1, show_default=True, help="Images per forward pass (per process)."
@@ -125,7 +141,7 @@ def evaluate(
     checkpoint: str,
     data: str | None,
     data_format: str | None,
-    split: str,
+    split: str | None,
     json_path: str | None,
     batch_size: int,
     no_boundary: bool,
@@ -138,7 +154,7 @@ def evaluate(
     """
     from semseg.checkpoint import load_checkpoint
     from semseg.engine import distributed
-    from semseg.engine.build import build_dataset
+    from semseg.engine.build import build_dataset, build_datasets
     from semseg.engine.evaluate import evaluate_dataset
     from semseg.inference.predictor import Predictor
     from semseg.report import scores_table
@@ -150,7 +166,15 @@ def evaluate(
             data_config = data_config.model_copy(update={"root": data, "format": data_format})
         elif data_format is not None:
             data_config = data_config.model_copy(update={"format": data_format})
-        dataset = build_dataset(data_config, split)
+        if split is None:
+            dataset = build_datasets(data_config).val
+            split = (
+                "holdout " + ", ".join(data_config.holdout_groups)
+                if data_config.holdout_groups
+                else data_config.val_split
+            )
+        else:
+            dataset = build_dataset(data_config, split)
         if dataset.labels.names != predictor.labels.names:
             raise click.ClickException(
                 f"{checkpoint}: model classes {list(predictor.labels.names)} do not match the "

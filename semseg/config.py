@@ -17,12 +17,20 @@ any value from the command line (the value is parsed as YAML).
 from __future__ import annotations
 
 import copy
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from semseg.models import model_arguments
 
@@ -42,11 +50,28 @@ class DataConfig(_Section):
     """Dataset folder (not used by the synthetic data)."""
     train_split: str = "train"
     val_split: str = "val"
+    holdout_groups: tuple[str, ...] = ()
+    """Groups of frames to validate on instead of ``val_split``: training then uses every frame
+    of ``train_split`` and ``val_split`` outside these groups, validation the frames inside them
+    (see :mod:`semseg.data.groups`). Empty: train on ``train_split``, validate on ``val_split``."""
+    group_pattern: str | None = None
+    """Regular expression whose first capture group is the group of a file stem (the whole
+    match when it has none); None: the format's own (CamVid: the drive, ``0016E5``)."""
     synthetic_train_size: int = Field(512, ge=1)
     synthetic_val_size: int = Field(64, ge=1)
     synthetic_image_size: tuple[int, int] = (128, 160)
     workers: int = Field(0, ge=0)
     """DataLoader worker processes (0 loads in the main process)."""
+
+    @field_validator("group_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"not a regular expression ({error})") from None
+        return pattern
 
 
 class AugmentConfig(_Section):

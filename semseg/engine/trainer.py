@@ -36,7 +36,7 @@ from semseg.checkpoint import CheckpointError, load_checkpoint, load_weights, sa
 from semseg.config import Recipe, validate_recipe
 from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from semseg.engine import distributed
-from semseg.engine.build import build_class_weights, build_dataset
+from semseg.engine.build import build_class_weights, build_datasets
 from semseg.engine.evaluate import Evaluation, evaluate_dataset
 from semseg.engine.losses import SegmentationLoss
 from semseg.labels import IGNORE_INDEX
@@ -101,9 +101,15 @@ class Trainer:
         if train.threads is not None:
             torch.set_num_threads(train.threads)
 
-        self.train_set = build_dataset(recipe.data, recipe.data.train_split, recipe.augment,
-                                       seed=recipe.seed)  # fmt: skip
-        self.val_set = build_dataset(recipe.data, recipe.data.val_split)
+        datasets = build_datasets(recipe.data, recipe.augment, seed=recipe.seed)
+        self.train_set, self.val_set = datasets.train, datasets.val
+        if datasets.groups is not None and self.is_main:
+            held_out = ", ".join(recipe.data.holdout_groups)
+            print(
+                f"validating on group(s) {held_out}; frames per group "
+                f"(data.group_pattern {datasets.groups.pattern!r}):\n{datasets.groups.table()}",
+                flush=True,
+            )
         self.labels = self.train_set.labels
         torch.manual_seed(recipe.seed)
         self.model = create_model(
