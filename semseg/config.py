@@ -6,7 +6,7 @@ section    configures
 data       :func:`semseg.engine.build.build_datasets` (where the images come from)
 augment    :func:`semseg.data.transforms.train_augmentation`
 model      :func:`semseg.models.create_model` (``name`` plus that model's own arguments)
-loss       :func:`semseg.engine.losses.build_loss` (class weights)
+loss       :func:`semseg.engine.losses.build_loss` (terms and class weights)
 train      :class:`semseg.engine.trainer.Trainer` (optimisation and checkpoints)
 =========  ===========================================================================
 
@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from semseg.engine.losses import loss_arguments
 from semseg.models import model_arguments
 
 
@@ -104,6 +105,33 @@ class ModelConfig(_Section):
         return dict(self.model_extra or {})
 
 
+class LossTerm(_Section):
+    """One term of the loss: ``name`` (see :data:`semseg.engine.losses.LOSSES`), its ``weight``
+    in the sum, whether it uses the section's ``class_weights``; every other key is an argument
+    of that loss (e.g. ``ohem``'s ``threshold`` and ``min_kept``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    weight: float = Field(1.0, gt=0)
+    class_weighted: bool = True
+
+    @model_validator(mode="after")
+    def _known_arguments(self) -> LossTerm:
+        accepted = loss_arguments(self.name)  # raises for an unknown name
+        unknown = sorted(set(self.arguments) - set(accepted))
+        if unknown:
+            options = ", ".join(accepted) or "none"
+            raise ValueError(
+                f"loss {self.name!r} has no argument(s) {', '.join(unknown)}; "
+                f"it accepts: {options} (and weight, class_weighted)"
+            )
+        return self
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class LossConfig(_Section):
     class_weights: Literal["median_frequency", "median_frequency_pixels"] | list[float] | None = (
         None
@@ -111,6 +139,15 @@ class LossConfig(_Section):
     """None, explicit per-class weights, or median-frequency balancing computed on the train
     split (``median_frequency``: Eigen and Fergus, over images where the class appears;
     ``median_frequency_pixels``: over all pixels)."""
+    terms: tuple[LossTerm, ...] = (LossTerm(name="ce"),)
+    """The losses summed, each times its weight; cross-entropy alone by default."""
+
+    @field_validator("terms")
+    @classmethod
+    def _some_term(cls, terms: tuple[LossTerm, ...]) -> tuple[LossTerm, ...]:
+        if not terms:
+            raise ValueError("at least one loss term is needed, e.g. [{name: ce}]")
+        return terms
 
 
 class TrainConfig(_Section):

@@ -1,4 +1,4 @@
-"""The training loop: epochs of per-pixel cross-entropy, periodic validation, checkpoints.
+"""The training loop: epochs of the recipe's loss, periodic validation, checkpoints.
 
 Reproducibility: the sample order of epoch ``e`` and every augmentation draw depend only on
 ``(seed, e, index)``, and the torch RNG (dropout) is re-seeded from ``(seed, e, step)`` before
@@ -38,7 +38,7 @@ from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from semseg.engine import distributed
 from semseg.engine.build import build_class_weights, build_datasets
 from semseg.engine.evaluate import Evaluation, evaluate_dataset
-from semseg.engine.losses import SegmentationLoss
+from semseg.engine.losses import build_loss
 from semseg.labels import IGNORE_INDEX
 from semseg.models import create_model
 from semseg.visualize import plot_training_curves
@@ -130,7 +130,7 @@ class Trainer:
             if checkpoint
             else build_class_weights(recipe.loss, self.train_set)
         )
-        self.loss = SegmentationLoss(self.class_weights, IGNORE_INDEX).to(self.device)
+        self.loss = build_loss(recipe.loss, self.class_weights, IGNORE_INDEX).to(self.device)
         self.optimizer = self._make_optimizer(encoder)
         self.scaler = torch.amp.GradScaler(self.device.type) if train.amp == "fp16" else None
         # The per-process batch shrinks when the train split is smaller than the global batch.
