@@ -150,6 +150,15 @@ class LossConfig(_Section):
         return terms
 
 
+class EmaConfig(_Section):
+    """Weight EMA (:mod:`semseg.engine.ema`): validation and ``best.pt`` use the averaged
+    weights; ``last.pt`` keeps both, for resuming."""
+
+    decay: float = Field(0.999, ge=0, lt=1)
+    warmup: bool = True
+    """Ramp the decay up as (1 + t) / (10 + t) over the first updates."""
+
+
 class TrainConfig(_Section):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(8, ge=1)
@@ -176,6 +185,8 @@ class TrainConfig(_Section):
     sync_batchnorm: bool = False
     """Under torchrun on GPUs, BatchNorm statistics over the global batch (SyncBatchNorm)
     instead of each process's batch; no effect in a single process. Needs CUDA (NCCL)."""
+    ema: EmaConfig | None = None
+    """An exponential moving average of the weights, e.g. ``{decay: 0.999}``; None: off."""
     amp: Literal["bf16", "fp16"] | None = None
     """Mixed precision: autocast forward and loss to bfloat16 or float16 (float16 with a
     gradient scaler). On CPUs bf16 was faster than float32 on this project's AVX512-BF16 machine,

@@ -6,7 +6,8 @@ each step. A run resumed from any checkpoint therefore replays exactly the steps
 uninterrupted run would have taken and ends with the same weights.
 
 Files in ``out_dir``: ``last.pt`` (every epoch, and every ``checkpoint_every`` steps),
-``best.pt`` (best validation mIoU), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
+``best.pt`` (best validation mIoU; with ``train.ema`` the averaged weights, which are the ones
+validated), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
 ``recipe.yaml`` (the resolved recipe).
 
 Under ``torchrun`` (see :mod:`semseg.engine.distributed`) every process runs this loop on the
@@ -37,6 +38,7 @@ from semseg.config import Recipe, validate_recipe
 from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from semseg.engine import distributed
 from semseg.engine.build import build_class_weights, build_datasets
+from semseg.engine.ema import WeightEma
 from semseg.engine.evaluate import Evaluation, evaluate_dataset
 from semseg.engine.losses import build_loss
 from semseg.labels import IGNORE_INDEX
@@ -159,6 +161,9 @@ class Trainer:
             self.state.update(
                 {k: checkpoint["training"][k] for k in self.state if k in checkpoint["training"]}
             )
+        self.ema = WeightEma(self.model, train.ema.decay, train.ema.warmup) if train.ema else None
+        if self.ema is not None and checkpoint is not None:
+            self.ema.load_state_dict(checkpoint["training"]["ema"])
         # Created after the weights are final: DDP copies rank 0's weights to all processes.
         self.network = distributed.data_parallel(
             self.model, find_unused_parameters=train.freeze_encoder_epochs > 0
@@ -196,12 +201,19 @@ class Trainer:
         if frozen:
             encoder.eval()  # keeps BatchNorm running statistics fixed
 
-    def checkpoint_payload(self) -> dict[str, Any]:
+    @property
+    def validated_model(self) -> torch.nn.Module:
+        """The weights validation scores and ``best.pt`` keeps: the EMA's when enabled."""
+        return self.ema.model if self.ema is not None else self.model
+
+    def checkpoint_payload(self, weights: torch.nn.Module | None = None) -> dict[str, Any]:
+        """The checkpoint of the run now, with the weights of ``weights`` (default: the model
+        being trained, as ``last.pt`` needs them to resume)."""
         return {
             "model": {
                 "name": self.recipe.model.name,
                 "arguments": self.recipe.model.arguments,
-                "state_dict": self.model.state_dict(),
+                "state_dict": (weights if weights is not None else self.model).state_dict(),
             },
             "labels": self.labels.to_dict(),
             "ignore_index": IGNORE_INDEX,
@@ -213,6 +225,7 @@ class Trainer:
                 "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "class_weights": self.class_weights,
                 "world_size": self.world_size,
+                "ema": self.ema.state_dict() if self.ema is not None else None,
             },
         }
 
@@ -241,16 +254,16 @@ class Trainer:
                 record["val"] = {k: v for k, v in scores.items() if k != "confusion_matrix"}
                 if scores["miou"] > self.state["best_miou"]:
                     self.state["best_miou"] = scores["miou"]
-                    self._save("best.pt")
+                    self._save("best.pt", self.validated_model)
             self._save("last.pt")
             if self.is_main:
                 self._write_logs()
         return evaluation
 
-    def _save(self, name: str) -> None:
-        """Write checkpoint ``out_dir/name`` (rank 0 only)."""
+    def _save(self, name: str, weights: torch.nn.Module | None = None) -> None:
+        """Write checkpoint ``out_dir/name`` with ``weights`` (rank 0 only)."""
         if self.is_main:
-            save_checkpoint(self.out_dir / name, self.checkpoint_payload())
+            save_checkpoint(self.out_dir / name, self.checkpoint_payload(weights))
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         train = self.recipe.train
@@ -324,13 +337,17 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return mean_loss.item()
 
-    def validate(self) -> Evaluation:
-        """Score the model on the validation split (sharded over processes, counts summed)."""
-        distributed.broadcast_buffers(self.model)
+    def validate(self, model: torch.nn.Module | None = None) -> Evaluation:
+        """Score ``model`` (default :attr:`validated_model`) on the validation set (sharded over
+        processes, counts summed)."""
+        model = model if model is not None else self.validated_model
+        distributed.broadcast_buffers(model)
         return evaluate_dataset(
-            self.model,
+            model,
             self.val_set,
             self.labels.num_classes,
             IGNORE_INDEX,
