@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -90,12 +91,13 @@ def write_report(folds: list[dict], plain: dict | None, args: argparse.Namespace
         f"# Leave-one-drive-out validation of recipe `{args.recipe}`",
         "",
         f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
-        f"- machine: {cpu_name()} ({platform.machine()}), {torch.get_num_threads()} threads; "
+        f"- machine: {cpu_name()} ({platform.machine()}, {os.cpu_count()} CPUs), "
+        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} at the end; "
         f"Python {platform.python_version()}, torch {torch.__version__}",
         f"- recipe: model {recipe.model.name} {json.dumps(recipe.model.arguments)}, "
         f"{recipe.train.epochs} epochs, loss {json.dumps(recipe.loss.model_dump(mode='json'))}",
         "- each fold trains on the train and val splits' frames outside the held-out drive and "
-        "is scored on the held-out drive's frames (360x480 labels, best checkpoint); "
+        "is scored on the held-out drive's frames (360x480 labels) at its best validation; "
         "BF: boundary F1",
         "",
         "| held out | train frames | val frames | best epoch / epochs | mIoU | pixel acc "
