@@ -83,10 +83,15 @@ class AugmentConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """``name`` selects the model; every other key is an argument of that model."""
+    """``name`` selects the model; ``init_from`` a checkpoint to start from; every other key is
+    an argument of that model."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str = "unet"
+    init_from: str | None = None
+    """A semseg checkpoint (e.g. another run's ``best.pt``) whose matching weights (same name and
+    shape) start this run; the classifier starts fresh when the classes differ (see
+    :mod:`semseg.engine.init_from`). Read when a run starts, not when it resumes."""
 
     @model_validator(mode="after")
     def _known_arguments(self) -> ModelConfig:
