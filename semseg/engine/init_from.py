@@ -13,13 +13,17 @@ without it: names are compared without the wrapper's ``model.`` prefix.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from semseg.checkpoint import load_checkpoint
+from semseg.labels import LabelSet
 from semseg.models import create_model
 from semseg.models.input_scaled import InputScaled
 
@@ -48,6 +52,7 @@ class WeightTransfer:
     unused: tuple[str, ...]
     loaded_values: int
     total_values: int
+    class_change: str = ""
 
     def report(self) -> str:
         """A few lines for the console: counts, then each kind of tensor not loaded."""
@@ -58,7 +63,10 @@ class WeightTransfer:
             f"({self.loaded_values / 1e6:.2f}M of {self.total_values / 1e6:.2f}M values)"
         ]
         if self.reinitialised:
-            lines.append("  re-initialised (the classes differ): " + _names(self.reinitialised))
+            change = f", {self.class_change}" if self.class_change else ""
+            lines.append(
+                f"  re-initialised (the classes differ{change}): " + _names(self.reinitialised)
+            )
         if self.other_shape:
             shown = [f"{n} {tuple(a)} -> {tuple(b)}" for n, a, b in self.other_shape]
             lines.append("  not loaded, other shape (checkpoint -> model): " + _names(shown))
@@ -67,6 +75,42 @@ class WeightTransfer:
         if self.unused:
             lines.append("  in the checkpoint only (unused): " + _names(self.unused))
         return "\n".join(lines)
+
+
+def init_from_checkpoint(
+    model: nn.Module,
+    path: str | Path,
+    model_name: str,
+    arguments: Mapping[str, Any],
+    labels: LabelSet,
+) -> WeightTransfer:
+    """Start ``model`` (built as ``model_name`` with ``arguments`` for ``labels``) from the
+    matching weights of the checkpoint at ``path``; see :func:`transfer_weights`.
+
+    Raises:
+        CheckpointError: naming the file when it cannot be read.
+        ValueError: naming the file when no tensor matches.
+    """
+    checkpoint = load_checkpoint(path)
+    theirs = LabelSet.from_dict(checkpoint["labels"])
+    same_classes = theirs.names == labels.names
+    change = (
+        ""
+        if same_classes
+        else (
+            f"{theirs.num_classes} in the checkpoint ({_names(theirs.names, 3)}), "
+            f"{labels.num_classes} here ({_names(labels.names, 3)})"
+        )
+    )
+    transfer = transfer_weights(
+        model,
+        checkpoint["model"]["state_dict"],
+        str(path),
+        source_wrapped=checkpoint["model"]["arguments"].get("input_scale", 1.0) != 1.0,
+        class_dependent=class_dependent_names(model_name, arguments, labels.num_classes),
+        same_classes=same_classes,
+    )
+    return dataclasses.replace(transfer, class_change=change)
 
 
 def _names(names: Sequence[str], shown: int = 6) -> str:

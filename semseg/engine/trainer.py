@@ -40,6 +40,7 @@ from semseg.engine import distributed
 from semseg.engine.build import build_class_weights, build_datasets
 from semseg.engine.ema import WeightEma
 from semseg.engine.evaluate import Evaluation, evaluate_dataset
+from semseg.engine.init_from import init_from_checkpoint
 from semseg.engine.losses import build_loss
 from semseg.labels import IGNORE_INDEX
 from semseg.models import create_model
@@ -117,6 +118,16 @@ class Trainer:
         self.model = create_model(
             recipe.model.name, self.labels.num_classes, **recipe.model.arguments
         ).to(self.device)
+        if recipe.model.init_from is not None and checkpoint is None:  # resuming: in last.pt
+            transfer = init_from_checkpoint(
+                self.model,
+                recipe.model.init_from,
+                recipe.model.name,
+                recipe.model.arguments,
+                self.labels,
+            )
+            if self.is_main:
+                print(transfer.report(), flush=True)
         if train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if train.sync_batchnorm and self.world_size > 1:
