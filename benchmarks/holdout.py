@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from realtime_latency import cpu_name  # benchmarks/ is on sys.path when this script runs
 
-from semseg.checkpoint import load_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.config import Recipe, load_recipe
 from semseg.engine.trainer import Trainer
 
@@ -53,15 +53,15 @@ def fold_recipe(args: argparse.Namespace, holdout: str | None) -> Recipe:
 
 def run_fold(args: argparse.Namespace, holdout: str | None) -> dict:
     """Train (or finish training) one fold; its scores are those of its best validation, the
-    one ``best.pt`` was written at (validated through the same ``evaluate_dataset`` as
-    ``semseg evaluate``)."""
+    one ``best.pt`` was written at (validated through the predictor, as ``semseg evaluate``
+    scores)."""
     recipe = fold_recipe(args, holdout)
     run_dir = args.runs / (holdout or "plain")
     started = time.perf_counter()
     trainer = Trainer(recipe, run_dir, resume=True, progress=not args.quiet)
     trainer.fit()
     wall_s = time.perf_counter() - started
-    history = load_checkpoint(run_dir / "last.pt")["training"]["history"]
+    history = Checkpoint.load(run_dir / "last.pt").training["history"]
     best = max((r for r in history if "val" in r), key=lambda r: r["val"]["miou"])
     return {
         "held_out": holdout or PLAIN,

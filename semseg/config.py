@@ -6,7 +6,7 @@ section    configures
 data       :func:`semseg.engine.build.build_datasets` (where the images come from)
 augment    :func:`semseg.data.transforms.train_augmentation`
 model      :func:`semseg.models.create_model` (``name`` plus that model's own arguments)
-loss       :func:`semseg.engine.losses.build_loss` (terms and class weights)
+loss       :func:`semseg.engine.build.build_loss` (terms and class weights)
 train      :class:`semseg.engine.trainer.Trainer` (optimisation and checkpoints)
 =========  ===========================================================================
 
@@ -178,6 +178,8 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(0, ge=0)
     val_every: int = Field(1, ge=1)
     """Validate every this many epochs (and after the last)."""
+    val_batch_size: int = Field(1, ge=1)
+    """Validation images of one size per forward pass (through the predictor)."""
     checkpoint_every: int = Field(0, ge=0)
     """Also write ``last.pt`` every this many steps inside an epoch (0: at epoch ends only)."""
     freeze_encoder_epochs: int = Field(0, ge=0)
@@ -185,7 +187,8 @@ class TrainConfig(_Section):
     encoder_lr_mult: float = Field(1.0, gt=0)
     """Learning-rate factor of the encoder once unfrozen."""
     threads: int | None = Field(None, ge=1)
-    """torch intra-op threads (None: PyTorch's default)."""
+    """torch intra-op threads while :meth:`Trainer.fit` runs (None: PyTorch's default); the
+    previous count is restored afterwards."""
     channels_last: bool = False
     sync_batchnorm: bool = False
     """Under torchrun on GPUs, BatchNorm statistics over the global batch (SyncBatchNorm)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -66,28 +64,3 @@ def legend_panel(labels: LabelSet, classes: Sequence[int], height: int) -> np.nd
                        outline=(0, 0, 0))  # fmt: skip
         draw.text((row + 4, top), labels.names[class_id], fill=(0, 0, 0), font=font)
     return np.asarray(panel)
-
-
-def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """Training loss and validation mIoU / pixel accuracy per epoch, saved as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
-    epochs = [record["epoch"] for record in history]
-    loss_axis.plot(epochs, [record["train_loss"] for record in history], marker=".")
-    loss_axis.set(xlabel="epoch", ylabel="train loss (cross-entropy)", title="Training loss")
-    validated = [record for record in history if "val" in record]
-    val_epochs = [record["epoch"] for record in validated]
-    for key, name in (("miou", "mIoU"), ("pixel_accuracy", "pixel accuracy")):
-        score_axis.plot(val_epochs, [record["val"][key] for record in validated], marker="o",
-                        label=name)  # fmt: skip
-    score_axis.set(xlabel="epoch", ylabel="fraction", title="Validation", ylim=(0, 1))
-    score_axis.legend(loc="lower right")
-    for axis in (loss_axis, score_axis):
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)

@@ -64,7 +64,15 @@ def test_train_reports_bad_keys_without_traceback(tmp_path):
 def test_evaluate_names_a_missing_dataset(trained_run, tmp_path):
     result = CliRunner().invoke(
         main,
-        ["evaluate", "--checkpoint", str(trained_run / "best.pt"), "--data", str(tmp_path / "x")],
+        [
+            "evaluate",
+            "--checkpoint",
+            str(trained_run / "best.pt"),
+            "--format",
+            "camvid",
+            "--data",
+            str(tmp_path / "x"),
+        ],
     )
     assert result.exit_code != 0
     assert "dataset folder not found" in result.output

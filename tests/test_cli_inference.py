@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from semseg.checkpoint import load_checkpoint, save_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.cli import main
 from semseg.data.synthetic import render_scene
 from semseg.inference.predictor import Predictor
@@ -67,12 +68,12 @@ def test_tiling_and_tta_options_reach_the_predictor(checkpoint, inputs, tmp_path
     result = run(
         "predict", "--checkpoint", checkpoint, inputs / "a" / "x.png", "--out", tmp_path,
         "--tile-size", "32", "40", "--overlap", "0.5", "--window", "uniform", "--hflip",
-        "--scales", "0.5,1", "--pad-mode", "zeros", "--tile-batch-size", "3",
+        "--scales", "0.5,1", "--tile-batch-size", "3",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     options = InferenceOptions(
         tile_size=(32, 40), overlap=0.5, window="uniform", hflip=True, scales=(0.5, 1.0),
-        pad_mode="zeros", tile_batch_size=3,
+        tile_batch_size=3,
     )  # fmt: skip
     expected = Predictor.from_checkpoint(checkpoint, "cpu", options).predict(
         np.array(Image.open(inputs / "a" / "x.png"))
@@ -154,10 +155,10 @@ def test_drivable_default_road_and_named_classes(checkpoint, inputs, tmp_path):
 
 
 def test_drivable_without_a_road_class_asks_for_classes(checkpoint, inputs, tmp_path):
-    stored = load_checkpoint(checkpoint)
-    stored["labels"]["names"] = [f"class{i}" for i in range(8)]
+    stored = Checkpoint.load(checkpoint)
+    stored.labels = dataclasses.replace(stored.labels, names=tuple(f"class{i}" for i in range(8)))
     renamed = tmp_path / "renamed.pt"
-    save_checkpoint(renamed, {k: v for k, v in stored.items() if k not in ("format", "version")})
+    stored.save(renamed)
     result = run("drivable", "--checkpoint", renamed, inputs / "a", "--out", tmp_path / "out")
     assert result.exit_code == 1
     assert "no class named Road" in result.output and "--classes" in result.output

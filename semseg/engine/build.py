@@ -1,7 +1,8 @@
-"""Datasets and class weights from a recipe's sections."""
+"""Datasets, class weights and the loss from a recipe's sections."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from semseg.data.formats import SplitFiles, detect_format, list_split
 from semseg.data.groups import DEFAULT_GROUP_PATTERNS, GroupSplit, split_by_group
 from semseg.data.stats import class_stats
 from semseg.data.transforms import train_augmentation
+from semseg.engine.losses import LOSSES, SegmentationLoss
 
 
 def build_dataset(
@@ -103,3 +105,21 @@ def build_class_weights(loss: LossConfig, train_set: PairedDataset) -> list[floa
         return weights
     over = "present_images" if weights == "median_frequency" else "all_pixels"
     return np.round(class_stats(train_set).median_frequency_weights(over), 6).tolist()
+
+
+def build_loss(
+    config: LossConfig, class_weights: Sequence[float] | None, ignore_index: int
+) -> SegmentationLoss:
+    """The weighted sum of ``config.terms``; ``class_weights`` (resolved from
+    ``config.class_weights``) go to every term with ``class_weighted`` true."""
+    terms = []
+    for term in config.terms:
+        weights = class_weights if term.class_weighted else None
+        try:
+            loss = LOSSES[term.name](
+                **term.arguments, class_weights=weights, ignore_index=ignore_index
+            )
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"loss term {term.name!r}: {error}") from None
+        terms.append((term.weight, loss))
+    return SegmentationLoss(terms)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from semseg.checkpoint import load_checkpoint
+from semseg.checkpoint import Checkpoint, CheckpointError
 from semseg.labels import LabelSet
 from semseg.models import create_model
 from semseg.models.input_scaled import InputScaled
@@ -91,8 +91,12 @@ def init_from_checkpoint(
         CheckpointError: naming the file when it cannot be read.
         ValueError: naming the file when no tensor matches.
     """
-    checkpoint = load_checkpoint(path)
-    theirs = LabelSet.from_dict(checkpoint["labels"])
+    checkpoint = Checkpoint.load(path)
+    if checkpoint.state_dict is None:
+        raise CheckpointError(
+            f"{path}: an ONNX file holds no PyTorch weights; model.init_from needs a .pt checkpoint"
+        )
+    theirs = checkpoint.labels
     same_classes = theirs.names == labels.names
     change = (
         ""
@@ -104,9 +108,9 @@ def init_from_checkpoint(
     )
     transfer = transfer_weights(
         model,
-        checkpoint["model"]["state_dict"],
+        checkpoint.state_dict,
         str(path),
-        source_wrapped=checkpoint["model"]["arguments"].get("input_scale", 1.0) != 1.0,
+        source_wrapped=checkpoint.model_args.get("input_scale", 1.0) != 1.0,
         class_dependent=class_dependent_names(model_name, arguments, labels.num_classes),
         same_classes=same_classes,
     )

@@ -8,6 +8,7 @@ uninterrupted run would have taken and ends with the same weights.
 Files in ``out_dir``: ``last.pt`` (every epoch, and every ``checkpoint_every`` steps),
 ``best.pt`` (best validation mIoU; with ``train.ema`` the averaged weights, which are the ones
 validated), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
+``plots/`` (per-class scores and confusion matrix of ``best.pt`` on the validation frames),
 ``recipe.yaml`` (the resolved recipe).
 
 Under ``torchrun`` (see :mod:`semseg.engine.distributed`) every process runs this loop on the
@@ -24,6 +25,8 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +36,17 @@ import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from semseg.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
+from semseg.checkpoint import Checkpoint, CheckpointError, load_weights
 from semseg.config import Recipe, validate_recipe
 from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from semseg.engine import distributed
-from semseg.engine.build import build_class_weights, build_datasets
+from semseg.engine.build import build_class_weights, build_datasets, build_loss
 from semseg.engine.ema import WeightEma
-from semseg.engine.evaluate import Evaluation, evaluate_dataset
+from semseg.engine.evaluate import Evaluation, evaluate
 from semseg.engine.init_from import init_from_checkpoint
-from semseg.engine.losses import build_loss
-from semseg.labels import IGNORE_INDEX
+from semseg.inference.predictor import Predictor
 from semseg.models import create_model
-from semseg.visualize import plot_training_curves
+from semseg.plots import plot_scores, plot_training_curves
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -52,6 +54,19 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def derived_seed(*parts: int) -> int:
     """A 32-bit seed that depends on every part (NumPy's SeedSequence hashing)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch's intra-op thread count set to ``threads`` inside the block (unchanged for
+    None), restored after it."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def learning_rate_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> float:
@@ -92,17 +107,18 @@ class Trainer:
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        checkpoint = None
+        checkpoint: Checkpoint | None = None
         last = self.out_dir / "last.pt"
         if resume and last.is_file():
-            checkpoint = load_checkpoint(last)
-            recipe = _resumed_recipe(checkpoint, recipe, last)
-        _check_same_start(checkpoint, last, self.world_size)
+            checkpoint = Checkpoint.load(last)
+            if checkpoint.training is None or checkpoint.recipe is None:
+                raise CheckpointError(f"{last}: holds a model only, no training state to resume")
+            recipe = _resumed_recipe(checkpoint.recipe, recipe, last)
+        training = checkpoint.training if checkpoint is not None else None
+        _check_same_start(training, last, self.world_size)
         self.recipe = recipe
         train = recipe.train
         _check_precision_options(train.sync_batchnorm, train.amp, self.device)
-        if train.threads is not None:
-            torch.set_num_threads(train.threads)
 
         datasets = build_datasets(recipe.data, recipe.augment, seed=recipe.seed)
         self.train_set, self.val_set = datasets.train, datasets.val
@@ -139,11 +155,13 @@ class Trainer:
                 f"{recipe.model.name!r} has none"
             )
         self.class_weights = (
-            checkpoint["training"]["class_weights"]
-            if checkpoint
+            training["class_weights"]
+            if training is not None
             else build_class_weights(recipe.loss, self.train_set)
         )
-        self.loss = build_loss(recipe.loss, self.class_weights, IGNORE_INDEX).to(self.device)
+        self.loss = build_loss(recipe.loss, self.class_weights, self.labels.ignore_index).to(
+            self.device
+        )
         self.optimizer = self._make_optimizer(encoder)
         self.scaler = torch.amp.GradScaler(self.device.type) if train.amp == "fp16" else None
         # The per-process batch shrinks when the train split is smaller than the global batch.
@@ -163,18 +181,15 @@ class Trainer:
             "history": [],
             "epoch_loss_sum": 0.0,
         }
-        if checkpoint is not None:
-            load_weights(self.model, checkpoint["model"]["state_dict"], str(last),
-                         checkpoint["model"]["name"])  # fmt: skip
-            self.optimizer.load_state_dict(checkpoint["training"]["optimizer"])
+        if checkpoint is not None and training is not None:
+            load_weights(self.model, checkpoint.state_dict, str(last), checkpoint.model_name)
+            self.optimizer.load_state_dict(training["optimizer"])
             if self.scaler is not None:
-                self.scaler.load_state_dict(checkpoint["training"]["grad_scaler"])
-            self.state.update(
-                {k: checkpoint["training"][k] for k in self.state if k in checkpoint["training"]}
-            )
+                self.scaler.load_state_dict(training["grad_scaler"])
+            self.state.update({k: training[k] for k in self.state if k in training})
         self.ema = WeightEma(self.model, train.ema.decay, train.ema.warmup) if train.ema else None
-        if self.ema is not None and checkpoint is not None:
-            self.ema.load_state_dict(checkpoint["training"]["ema"])
+        if self.ema is not None and training is not None:
+            self.ema.load_state_dict(training["ema"])
         # Created after the weights are final: DDP copies rank 0's weights to all processes.
         self.network = distributed.data_parallel(
             self.model, find_unused_parameters=train.freeze_encoder_epochs > 0
@@ -217,20 +232,19 @@ class Trainer:
         """The weights validation scores and ``best.pt`` keeps: the EMA's when enabled."""
         return self.ema.model if self.ema is not None else self.model
 
-    def checkpoint_payload(self, weights: torch.nn.Module | None = None) -> dict[str, Any]:
-        """The checkpoint of the run now, with the weights of ``weights`` (default: the model
-        being trained, as ``last.pt`` needs them to resume)."""
-        return {
-            "model": {
-                "name": self.recipe.model.name,
-                "arguments": self.recipe.model.arguments,
-                "state_dict": (weights if weights is not None else self.model).state_dict(),
-            },
-            "labels": self.labels.to_dict(),
-            "ignore_index": IGNORE_INDEX,
-            "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-            "recipe": self.recipe.to_dict(),
-            "training": {
+    def checkpoint(self, weights: torch.nn.Module | None = None) -> Checkpoint:
+        """The model, its classes and normalisation, the recipe and the loop state now, with
+        the weights of ``weights`` (default: the model being trained, which ``last.pt`` needs
+        to resume; the EMA's state is in ``training["ema"]``)."""
+        return Checkpoint(
+            model_name=self.recipe.model.name,
+            model_args=self.recipe.model.arguments,
+            labels=self.labels,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            state_dict=(weights if weights is not None else self.model).state_dict(),
+            recipe=self.recipe.to_dict(),
+            training={
                 **self.state,
                 "optimizer": self.optimizer.state_dict(),
                 "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
@@ -238,10 +252,17 @@ class Trainer:
                 "world_size": self.world_size,
                 "ema": self.ema.state_dict() if self.ema is not None else None,
             },
-        }
+        )
 
     def fit(self) -> Evaluation | None:
-        """Train until ``train.epochs``; returns the last validation result."""
+        """Train until ``train.epochs``; returns the last validation result.
+
+        With ``train.threads`` set, PyTorch uses that many threads during the call only.
+        """
+        with torch_threads(self.recipe.train.threads):
+            return self._fit()
+
+    def _fit(self) -> Evaluation | None:
         train = self.recipe.train
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -266,6 +287,9 @@ class Trainer:
                 if scores["miou"] > self.state["best_miou"]:
                     self.state["best_miou"] = scores["miou"]
                     self._save("best.pt", self.validated_model)
+                    if self.is_main:
+                        title = f"best.pt (epoch {epoch + 1}, {self._validation_name()})"
+                        plot_scores(scores, self.out_dir / "plots", title)
             self._save("last.pt")
             if self.is_main:
                 self._write_logs()
@@ -274,7 +298,7 @@ class Trainer:
     def _save(self, name: str, weights: torch.nn.Module | None = None) -> None:
         """Write checkpoint ``out_dir/name`` with ``weights`` (rank 0 only)."""
         if self.is_main:
-            save_checkpoint(self.out_dir / name, self.checkpoint_payload(weights))
+            self.checkpoint(weights).save(self.out_dir / name)
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         train = self.recipe.train
@@ -353,19 +377,25 @@ class Trainer:
         return mean_loss.item()
 
     def validate(self, model: torch.nn.Module | None = None) -> Evaluation:
-        """Score ``model`` (default :attr:`validated_model`) on the validation set (sharded over
-        processes, counts summed)."""
+        """Score ``model`` (default :attr:`validated_model`) on the validation frames through a
+        predictor (as ``semseg evaluate`` scores a checkpoint), sharded over processes with the
+        counts summed."""
         model = model if model is not None else self.validated_model
         distributed.broadcast_buffers(model)
-        return evaluate_dataset(
-            model,
+        predictor = Predictor(model, self.labels, IMAGENET_MEAN, IMAGENET_STD, self.device)
+        return evaluate(
+            predictor,
             self.val_set,
-            self.labels.num_classes,
-            IGNORE_INDEX,
+            batch_size=self.recipe.train.val_batch_size,
             workers=self.recipe.data.workers,
             progress=self.progress,
             description="validate",
         )
+
+    def _validation_name(self) -> str:
+        """What the validation frames are, for titles: the held-out groups or the split."""
+        held_out = self.recipe.data.holdout_groups
+        return f"held-out {', '.join(held_out)}" if held_out else self.recipe.data.val_split
 
     def _write_logs(self) -> None:
         lines = "".join(json.dumps(record) + "\n" for record in self.state["history"])
@@ -375,9 +405,9 @@ class Trainer:
         plot_training_curves(self.state["history"], self.out_dir / "curves.png")
 
 
-def _check_same_start(checkpoint: dict[str, Any] | None, source: Path, world_size: int) -> None:
+def _check_same_start(training: dict[str, Any] | None, source: Path, world_size: int) -> None:
     """All processes must resume from the same step, with the processes that wrote it."""
-    step = checkpoint["training"]["global_step"] if checkpoint is not None else None
+    step = training["global_step"] if training is not None else None
     steps = distributed.gather_objects(step)
     if len(set(steps)) > 1:
         found = ", ".join(
@@ -388,7 +418,7 @@ def _check_same_start(checkpoint: dict[str, Any] | None, source: Path, world_siz
             f"{source}: the processes would resume from different points ({found}); the --out "
             "folder must be on a filesystem every node shares"
         )
-    saved = checkpoint["training"].get("world_size", 1) if checkpoint is not None else world_size
+    saved = training.get("world_size", 1) if training is not None else world_size
     if saved != world_size:
         raise CheckpointError(
             f"{source}: checkpoint written by {saved} process(es), this run has {world_size}; "
@@ -410,9 +440,9 @@ def _check_precision_options(sync_batchnorm: bool, amp: str | None, device: torc
         )
 
 
-def _resumed_recipe(checkpoint: dict[str, Any], recipe: Recipe, source: Path) -> Recipe:
+def _resumed_recipe(stored: dict[str, Any], recipe: Recipe, source: Path) -> Recipe:
     """The checkpoint's recipe, with ``train.epochs`` from ``recipe`` (a run may be extended)."""
-    saved = validate_recipe(checkpoint["recipe"], str(source))
+    saved = validate_recipe(stored, str(source))
     if saved.model.name != recipe.model.name:
         raise CheckpointError(
             f"{source}: checkpoint is of model {saved.model.name!r}, the recipe asks for "

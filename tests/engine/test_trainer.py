@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from semseg.checkpoint import CheckpointError, load_checkpoint
+from semseg.checkpoint import Checkpoint, CheckpointError
 from semseg.config import load_recipe
 from semseg.engine.trainer import Trainer, learning_rate_factor
 
@@ -51,20 +51,23 @@ def test_run_writes_checkpoints_logs_and_curves(tmp_path):
     # validated every 2 epochs and after the last one
     assert ["val" in r for r in records] == [False, True, True]
     assert all(math.isfinite(r["train_loss"]) for r in records)
-    last = load_checkpoint(tmp_path / "last.pt")
-    assert last["training"]["epoch"] == 3
-    assert last["training"]["global_step"] == 3 * (12 // 4)
-    assert last["labels"]["names"][3] == "Road"
-    best = load_checkpoint(tmp_path / "best.pt")
+    last = Checkpoint.load(tmp_path / "last.pt")
+    assert last.training["epoch"] == 3
+    assert last.training["global_step"] == 3 * (12 // 4)
+    assert last.labels.names[3] == "Road"
+    best = Checkpoint.load(tmp_path / "best.pt")
     best_miou = max(r["val"]["miou"] for r in records if "val" in r)
-    assert best["training"]["best_miou"] == pytest.approx(best_miou)
+    assert best.training["best_miou"] == pytest.approx(best_miou)
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "confusion_matrix.png", "per_class_scores.png"
+    ]  # fmt: skip
     assert evaluation.to_dict(Trainer(recipe, tmp_path, resume=True).labels)["miou"] == (
         pytest.approx(records[-1]["val"]["miou"])
     )
 
 
 def _final_weights(out_dir: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(out_dir / "last.pt")["model"]["state_dict"]
+    return Checkpoint.load(out_dir / "last.pt").state_dict
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
@@ -84,7 +87,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    interrupted = load_checkpoint(killed / "last.pt")["training"]
+    interrupted = Checkpoint.load(killed / "last.pt").training
     assert interrupted["global_step"] < 9, "the run finished before it could be killed"
 
     Trainer(load_recipe("demo", overrides), killed, resume=True, progress=False).fit()
@@ -116,4 +119,4 @@ def test_resume_refuses_another_model_or_recipe(tmp_path):
     trainer = Trainer(longer, tmp_path, resume=True, progress=False)
     assert trainer.state["epoch"] == 1
     trainer.fit()
-    assert load_checkpoint(tmp_path / "last.pt")["training"]["epoch"] == 2
+    assert Checkpoint.load(tmp_path / "last.pt").training["epoch"] == 2

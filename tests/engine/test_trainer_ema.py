@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from semseg.checkpoint import build_model_from, load_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.config import load_recipe
-from semseg.engine.evaluate import evaluate_dataset
+from semseg.engine.evaluate import evaluate
 from semseg.engine.trainer import Trainer
+from semseg.inference.predictor import Predictor
 from tests.engine.test_trainer import TINY
 
 
@@ -14,25 +15,25 @@ def test_best_checkpoint_holds_the_validated_average(tmp_path):
     recipe = load_recipe("demo", [*TINY, "train.epochs=1", "train.ema={decay: 0.9}"])
     trainer = Trainer(recipe, tmp_path, progress=False)
     trainer.fit()
-    last, best = load_checkpoint(tmp_path / "last.pt"), load_checkpoint(tmp_path / "best.pt")
-    assert last["training"]["ema"]["updates"] == last["training"]["global_step"] == 3
-    averaged = last["training"]["ema"]["state_dict"]
-    for name, value in best["model"]["state_dict"].items():
+    last, best = Checkpoint.load(tmp_path / "last.pt"), Checkpoint.load(tmp_path / "best.pt")
+    assert last.training["ema"]["updates"] == last.training["global_step"] == 3
+    averaged = last.training["ema"]["state_dict"]
+    for name, value in best.state_dict.items():
         assert torch.equal(value, averaged[name]), name
-    trained = last["model"]["state_dict"]
+    trained = last.state_dict
     assert not all(torch.equal(trained[n], averaged[n]) for n in trained)
-    # the recorded score is that of the averaged weights
-    scores = evaluate_dataset(build_model_from(best), trainer.val_set, trainer.labels.num_classes)
-    recorded = last["training"]["history"][-1]["val"]["miou"]
+    # the recorded score is that of the averaged weights, as semseg evaluate scores best.pt
+    scores = evaluate(Predictor.from_checkpoint(best, "cpu"), trainer.val_set)
+    recorded = last.training["history"][-1]["val"]["miou"]
     assert scores.scores.miou == pytest.approx(recorded, abs=1e-9)
 
 
 def test_decay_zero_follows_the_trained_weights(tmp_path):
     recipe = load_recipe("demo", [*TINY, "train.epochs=1", "train.ema={decay: 0.0}"])
     Trainer(recipe, tmp_path, progress=False).fit()
-    last = load_checkpoint(tmp_path / "last.pt")
-    for name, value in last["model"]["state_dict"].items():
-        assert torch.equal(value, last["training"]["ema"]["state_dict"][name]), name
+    last = Checkpoint.load(tmp_path / "last.pt")
+    for name, value in last.state_dict.items():
+        assert torch.equal(value, last.training["ema"]["state_dict"][name]), name
 
 
 class StopTrainingError(Exception):
@@ -58,19 +59,15 @@ def test_interrupted_run_resumes_to_the_same_average(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "_train_step", stop_after_four)
     with pytest.raises(StopTrainingError):
         trainer.fit()
-    assert load_checkpoint(interrupted / "last.pt")["training"]["global_step"] == 4
+    assert Checkpoint.load(interrupted / "last.pt").training["global_step"] == 4
     Trainer(load_recipe("demo", overrides), interrupted, resume=True, progress=False).fit()
     for name in ("last.pt", "best.pt"):
-        expected, resumed = load_checkpoint(reference / name), load_checkpoint(interrupted / name)
-        pairs = [(expected["model"]["state_dict"], resumed["model"]["state_dict"])]
+        expected, resumed = Checkpoint.load(reference / name), Checkpoint.load(interrupted / name)
+        pairs = [(expected.state_dict, resumed.state_dict)]
         if name == "last.pt":
-            pairs.append(
-                (
-                    expected["training"]["ema"]["state_dict"],
-                    resumed["training"]["ema"]["state_dict"],
-                )
-            )
-            assert resumed["training"]["ema"]["updates"] == expected["training"]["ema"]["updates"]
+            want, got = expected.training["ema"], resumed.training["ema"]
+            pairs.append((want["state_dict"], got["state_dict"]))
+            assert got["updates"] == want["updates"]
         for want, got in pairs:
             assert want.keys() == got.keys()
             for key in want:

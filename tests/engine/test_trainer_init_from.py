@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from semseg.checkpoint import load_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.config import load_recipe
 from semseg.engine.trainer import Trainer
 from semseg.models import create_model
@@ -23,7 +23,7 @@ def test_same_classes_start_from_every_weight(synthetic_run, tmp_path, capsys):
     source = synthetic_run / "best.pt"
     recipe = load_recipe("demo", [*TINY, "seed=5", f"model.init_from={source}"])
     trainer = Trainer(recipe, tmp_path, progress=False)
-    weights = load_checkpoint(source)["model"]["state_dict"]
+    weights = Checkpoint.load(source).state_dict
     for name, value in trainer.model.state_dict().items():
         assert torch.equal(value, weights[name]), name
     n = len(weights)
@@ -40,7 +40,7 @@ def test_other_classes_start_with_a_fresh_classifier(synthetic_run, tmp_path, ca
     trainer = Trainer(load_recipe("demo", overrides), tmp_path / "run", progress=False)
     torch.manual_seed(0)  # the recipe's seed: the initialisation a run without init_from gets
     fresh = create_model("unet", 11, base_channels=4, depth=2).state_dict()
-    weights = load_checkpoint(source)["model"]["state_dict"]
+    weights = Checkpoint.load(source).state_dict
     for name, value in trainer.model.state_dict().items():
         expected = fresh[name] if name.startswith("classifier.") else weights[name]
         assert torch.equal(value, expected), name
@@ -57,7 +57,7 @@ def test_other_classes_start_with_a_fresh_classifier(synthetic_run, tmp_path, ca
         resumed.fit()
     finally:
         source.with_suffix(".moved").rename(source)
-    assert load_checkpoint(tmp_path / "run" / "last.pt")["training"]["epoch"] == 2
+    assert Checkpoint.load(tmp_path / "run" / "last.pt").training["epoch"] == 2
 
 
 def test_a_missing_checkpoint_is_named(tmp_path):

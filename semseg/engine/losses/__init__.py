@@ -1,14 +1,15 @@
-"""Segmentation losses and their weighted sum, as a recipe's ``loss`` section names them.
+"""Segmentation losses and their weighted sum, as a recipe's ``loss`` section names them
+(:func:`semseg.engine.build.build_loss` builds the sum from the section).
 
-=========  =================================================  ============================
+=========  =================================================  ==============================
 name       loss                                               class weights
-=========  =================================================  ============================
+=========  =================================================  ==============================
 ce         :class:`CrossEntropyLoss`                          weighted mean over pixels
 ohem       :class:`OhemCrossEntropyLoss` (hard pixels)        weighted mean over kept pixels
 lovasz     :class:`LovaszSoftmaxLoss` (Berman et al. 2018)    weighted mean over classes
 dice       :class:`DiceLoss` (soft, multi-class)              weighted mean over classes
 focal      :class:`FocalLoss` (Lin et al. 2017)               weighted mean over pixels
-=========  =================================================  ============================
+=========  =================================================  ==============================
 
 Every loss leaves out pixels labelled ``ignore_index`` and computes in float32 under autocast
 (:class:`~semseg.engine.losses.base.PixelLoss`). A recipe sums any of them::
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,9 +37,6 @@ from semseg.engine.losses.dice import DiceLoss
 from semseg.engine.losses.focal import FocalLoss
 from semseg.engine.losses.lovasz import LovaszSoftmaxLoss
 from semseg.engine.losses.ohem import OhemCrossEntropyLoss
-
-if TYPE_CHECKING:
-    from semseg.config import LossConfig
 
 LOSSES: dict[str, type[PixelLoss]] = {
     "ce": CrossEntropyLoss,
@@ -87,23 +85,6 @@ class SegmentationLoss(nn.Module):
         return total
 
 
-def build_loss(
-    config: LossConfig, class_weights: Sequence[float] | None, ignore_index: int
-) -> SegmentationLoss:
-    """The weighted sum of ``config.terms``; ``class_weights`` (resolved from
-    ``config.class_weights``) go to every term with ``class_weighted`` true."""
-    terms = []
-    for term in config.terms:
-        weights = class_weights if term.class_weighted else None
-        try:
-            loss = LOSSES[term.name](**term.arguments, class_weights=weights,
-                                     ignore_index=ignore_index)  # fmt: skip
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"loss term {term.name!r}: {error}") from None
-        terms.append((term.weight, loss))
-    return SegmentationLoss(terms)
-
-
 __all__ = [
     "LOSSES",
     "CrossEntropyLoss",
@@ -113,6 +94,5 @@ __all__ = [
     "OhemCrossEntropyLoss",
     "PixelLoss",
     "SegmentationLoss",
-    "build_loss",
     "loss_arguments",
 ]

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from semseg.config import RecipeError, load_recipe
+from semseg.engine.build import build_loss
 from semseg.engine.losses import (
     CrossEntropyLoss,
     LovaszSoftmaxLoss,
     OhemCrossEntropyLoss,
-    build_loss,
     loss_arguments,
 )
 from semseg.labels import IGNORE_INDEX
