@@ -239,9 +239,11 @@ def fc_densenet56(
     first_channels: int = FIRST_CHANNELS,
     dropout: float = DROPOUT,
 ) -> FCDenseNet:
-    """FC-DenseNet56: 4 layers in every dense block, growth rate 12 (1,376,795 parameters for 11
-    classes). ``growth_rate`` and ``first_channels`` other than the paper's build smaller
-    copies (tests use them)."""
+    """FC-DenseNet56 (Jégou et al. 2017): 4 layers in every dense block, growth rate 12.
+
+    1,376,795 parameters for 11 classes. ``growth_rate`` and ``first_channels`` other than the
+    paper's build smaller copies (tests use them); see the module docstring.
+    """
     return _create(num_classes, (4,) * 5, 4, growth_rate, in_channels, first_channels, dropout)
 
 
@@ -252,8 +254,11 @@ def fc_densenet103(
     first_channels: int = FIRST_CHANNELS,
     dropout: float = DROPOUT,
 ) -> FCDenseNet:
-    """FC-DenseNet103: dense blocks of 4, 5, 7, 10, 12 layers, a 15-layer bottleneck, growth
-    rate 16 (9,322,091 parameters for 11 classes); arguments as for :func:`fc_densenet56`."""
+    """FC-DenseNet103 (Jégou et al. 2017): blocks of 4, 5, 7, 10, 12 layers, bottleneck 15.
+
+    Growth rate 16; 9,322,091 parameters for 11 classes; arguments as for
+    :func:`fc_densenet56`.
+    """
     return _create(
         num_classes, (4, 5, 7, 10, 12), 15, growth_rate, in_channels, first_channels, dropout
     )
