@@ -15,6 +15,10 @@ for ResNet: the dilated network computes the strided one on a finer grid. In Mob
 it uses the new dilation, as torchvision's ``mobilenet_v3_large(dilated=True)`` does, the
 backbone its ``lraspp_mobilenet_v3_large`` and ``deeplabv3_mobilenet_v3_large`` were trained
 with.
+
+BatchNorm: MobileNetV2 uses PyTorch's defaults (eps 1e-5, momentum 0.1), MobileNetV3-Large
+eps 1e-3 and momentum 0.01, as torchvision defines each (and as its ImageNet weights were
+trained): with another eps the same weights compute different features.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from torch import nn
 from semseg.models.blocks import ConvBNAct
 
 OUTPUT_STRIDES = (8, 16, 32)
+MOBILENET_V3_BATCHNORM = {"eps": 1e-3, "momentum": 0.01}
+"""torchvision's ``mobilenet_v3_large`` norm layer: ``BatchNorm2d(eps=0.001, momentum=0.01)``."""
 
 
 class SeparableConv(nn.Sequential):
@@ -312,6 +318,10 @@ class MobileNetV3Large(_StageOutputs):
         self.taps = tuple(taps)
         self.channels = tuple(_out_channels(layers[i]) for i in self.taps)
         self.strides = tuple(layer_strides[i] for i in self.taps)
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eps = MOBILENET_V3_BATCHNORM["eps"]
+                module.momentum = MOBILENET_V3_BATCHNORM["momentum"]
         _init_weights(self)
 
 
