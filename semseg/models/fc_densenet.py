@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from semseg.models.blocks import crop_to
+from semseg.models.contract import SegmentationModel
 
 FIRST_CHANNELS = 48
 DROPOUT = 0.2
@@ -148,7 +149,7 @@ class FCDenseNetEncoder(nn.Module):
         return [*skips, self.bottleneck(stack)]
 
 
-class FCDenseNet(nn.Module):
+class FCDenseNet(SegmentationModel):
     """``(N, in_channels, H, W)`` float -> ``(N, num_classes, H, W)`` float logits, any ``H,
     W`` (see the module docstring).
 
@@ -200,7 +201,7 @@ class FCDenseNet(nn.Module):
         self.classifier = nn.Conv2d(stack, num_classes, 1)
         _init_weights(self)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
         *skips, y = self.encoder(x)
         for transition, block, skip in zip(self.transitions, self.blocks, skips[::-1], strict=True):
             stack = transition(y, skip)

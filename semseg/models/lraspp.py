@@ -31,6 +31,7 @@ from torch import nn
 
 from semseg.models.backbones.mobilenet import mobilenet_v3_large
 from semseg.models.blocks import ConvBNAct
+from semseg.models.contract import SegmentationModel
 from semseg.models.pretrained import load_pretrained_encoder
 
 INTER_CHANNELS = 128
@@ -66,7 +67,7 @@ class LRASPPHead(nn.Module):
         return self.low_classifier(low) + self.high_classifier(y)
 
 
-class LRASPP(nn.Module):
+class LRASPP(SegmentationModel):
     """``(N, 3, H, W)`` float -> ``(N, num_classes, H, W)`` float logits, any ``H, W``.
 
     Args:
@@ -93,7 +94,7 @@ class LRASPP(nn.Module):
             encoder.channels[low_level], encoder.channels[-1], num_classes, inter_channels
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)
         logits = self.classifier(features[self.low_level], features[-1])
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from semseg.inference.fuse import fuse_conv_bn
 from semseg.models import create_model
 from semseg.models.fc_densenet import DenseBlock
 
@@ -20,12 +21,14 @@ class TestFCDenseNet56(ArchitectureContract):
     # At least 2x2 at stride 32: torch.export specialises dimensions of size 1.
     input_size = (64, 96)
     model_kwargs = {"growth_rate": 2, "first_channels": 4}
+    unfoldable_batchnorm = True
 
 
 class TestFCDenseNet103SingleChannel(ArchitectureContract):
     model_name = "fc_densenet103"
     input_size = (64, 96)
     model_kwargs = {"growth_rate": 1, "first_channels": 3, "in_channels": 1}
+    unfoldable_batchnorm = True
 
 
 def hand_count(
@@ -152,3 +155,11 @@ def test_transition_up_crops_the_transposed_convolution_to_the_skip() -> None:
 def test_bad_argument_is_named(argument: str, value: object) -> None:
     with pytest.raises(ValueError, match=rf"{argument}.*{re.escape(str(value))}"):
         create_model("fc_densenet56", 2, **{argument: value})
+
+
+def test_fusion_folds_no_batchnorm_since_each_precedes_its_convolution() -> None:
+    model = create_model("fc_densenet56", 3, growth_rate=2, first_channels=4)
+    norms = [name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    fused = fuse_conv_bn(model)
+    assert [name for name, m in fused.named_modules() if isinstance(m, nn.BatchNorm2d)] == norms
+    assert len(norms) == 4 * 11 + 5  # a BatchNorm per dense layer and per transition down
