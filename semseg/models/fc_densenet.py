@@ -174,9 +174,8 @@ class FCDenseNet(SegmentationModel):
         growth_rate: int,
         dropout: float,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes, 2 ** len(down_layers))
         for name, value in [
-            ("num_classes", num_classes),
             ("in_channels", in_channels),
             ("first_channels", first_channels),
             ("growth_rate", growth_rate),
@@ -185,8 +184,6 @@ class FCDenseNet(SegmentationModel):
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.num_classes = num_classes
-        self.output_stride = 2 ** len(down_layers)
         self.encoder = FCDenseNetEncoder(
             in_channels, first_channels, down_layers, bottleneck_layers, growth_rate, dropout
         )

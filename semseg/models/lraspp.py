@@ -81,13 +81,9 @@ class LRASPP(SegmentationModel):
     def __init__(
         self, encoder: nn.Module, num_classes: int, low_level: int, inter_channels: int
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        super().__init__(num_classes, max(encoder.strides))
         if inter_channels < 1:
             raise ValueError(f"inter_channels must be at least 1, got {inter_channels}")
-        self.num_classes = num_classes
-        self.output_stride = max(encoder.strides)
         self.low_level = low_level
         self.encoder = encoder
         self.classifier = LRASPPHead(
