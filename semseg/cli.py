@@ -731,9 +731,11 @@ def models() -> None:
     """List the model names a recipe's model.name accepts."""
     from semseg.models import MODELS, list_models
 
-    for name in list_models():
+    names = list_models()
+    width = max(map(len, names)) + 2
+    for name in names:
         doc = (MODELS[name].__doc__ or "").strip().splitlines()
-        click.echo(f"{name:<22}{doc[0] if doc else ''}")
+        click.echo(f"{name:<{width}}{doc[0] if doc else ''}")
 
 
 @main.command()
