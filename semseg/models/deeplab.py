@@ -33,7 +33,7 @@ after ASPP and its pooling-branch BatchNorm.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -170,15 +170,31 @@ def _create(
     return model
 
 
-def deeplabv3plus(
-    num_classes: int,
-    backbone: str = "resnet50",
-    output_stride: int = 16,
-    aspp_rates: Sequence[int] = (6, 12, 18),
-    separable: bool = True,
-    encoder_weights: str | Path | None = None,
-    width_divisor: int = 1,
-) -> DeepLab:
+def _variant(decoder: bool, separable_default: bool, doc: str) -> Callable[..., DeepLab]:
+    """The registry constructor of DeepLabV3+ (``decoder``) or DeepLabV3."""
+
+    def create(
+        num_classes: int,
+        backbone: str = "resnet50",
+        output_stride: int = 16,
+        aspp_rates: Sequence[int] = (6, 12, 18),
+        separable: bool = separable_default,
+        encoder_weights: str | Path | None = None,
+        width_divisor: int = 1,
+    ) -> DeepLab:
+        return _create(
+            num_classes, backbone, output_stride, aspp_rates, separable, decoder,
+            encoder_weights, width_divisor,
+        )  # fmt: skip
+
+    create.__name__ = create.__qualname__ = "deeplabv3plus" if decoder else "deeplabv3"
+    create.__doc__ = doc
+    return create
+
+
+deeplabv3plus = _variant(
+    True,
+    True,
     """DeepLabV3+ (Chen et al., ECCV 2018); see the module docstring.
 
     Args:
@@ -194,29 +210,15 @@ def deeplabv3plus(
             copies with it. Pretrained weights fit only 1.
 
     Output stride 4 (the decoder's), then bilinear upsampling to the input size.
-    """
-    return _create(
-        num_classes, backbone, output_stride, aspp_rates, separable, True, encoder_weights,
-        width_divisor,
-    )  # fmt: skip
-
-
-def deeplabv3(
-    num_classes: int,
-    backbone: str = "resnet50",
-    output_stride: int = 16,
-    aspp_rates: Sequence[int] = (6, 12, 18),
-    separable: bool = False,
-    encoder_weights: str | Path | None = None,
-    width_divisor: int = 1,
-) -> DeepLab:
+    """,
+)
+deeplabv3 = _variant(
+    False,
+    False,
     """DeepLabV3 (Chen et al., 2017): ASPP and a 1x1 classifier, no decoder.
 
     Arguments as for :func:`deeplabv3plus`; the ASPP convolutions are regular (not separable)
     by default, as in the paper. Logits at ``output_stride``, upsampled bilinearly to the input
     size.
-    """
-    return _create(
-        num_classes, backbone, output_stride, aspp_rates, separable, False, encoder_weights,
-        width_divisor,
-    )  # fmt: skip
+    """,
+)

@@ -112,6 +112,15 @@ class FCDenseNetEncoder(nn.Module):
     ``(N, in_channels, H, W)`` -> the skips (stacks at strides 1, 2, ..., ``2**(len(down) -
     1)``) and the bottleneck's new maps at stride ``2**len(down)``.
 
+    Args:
+        in_channels: image channels.
+        first_channels: output channels of the first convolution (48 in the paper).
+        down_layers: layers per dense block of the down path; the up path mirrors it.
+        bottleneck_layers: layers of the dense block at the lowest resolution.
+        growth_rate: maps each dense layer adds.
+        dropout: dropout probability after every convolution but the transposed ones and the
+            classifier.
+
     ``channels`` and ``strides`` list the returned maps' channel counts and strides.
     """
 
@@ -125,6 +134,16 @@ class FCDenseNetEncoder(nn.Module):
         dropout: float,
     ) -> None:
         super().__init__()
+        for name, value in [
+            ("in_channels", in_channels),
+            ("first_channels", first_channels),
+            ("growth_rate", growth_rate),
+        ]:
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.down_layers, self.growth_rate, self.dropout = tuple(down_layers), growth_rate, dropout
         self.first = nn.Conv2d(in_channels, first_channels, 3, padding=1)
         self.blocks = nn.ModuleList()
         self.transitions = nn.ModuleList()
@@ -151,46 +170,19 @@ class FCDenseNetEncoder(nn.Module):
 
 class FCDenseNet(SegmentationModel):
     """``(N, in_channels, H, W)`` float -> ``(N, num_classes, H, W)`` float logits, any ``H,
-    W`` (see the module docstring).
-
-    Args:
-        num_classes: output channels.
-        in_channels: image channels.
-        first_channels: output channels of the first convolution (48 in the paper).
-        down_layers: layers per dense block of the down path; the up path mirrors it.
-        bottleneck_layers: layers of the dense block at the lowest resolution.
-        growth_rate: maps each dense layer adds.
-        dropout: dropout probability after every convolution but the transposed ones and the
-            classifier.
+    W`` (see the module docstring): ``encoder``'s down path, then an up path mirroring it
+    (transition up, concatenated skip, dense block with the same layer count) and a 1x1
+    classifier.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        in_channels: int,
-        first_channels: int,
-        down_layers: Sequence[int],
-        bottleneck_layers: int,
-        growth_rate: int,
-        dropout: float,
-    ) -> None:
-        super().__init__(num_classes, 2 ** len(down_layers))
-        for name, value in [
-            ("in_channels", in_channels),
-            ("first_channels", first_channels),
-            ("growth_rate", growth_rate),
-        ]:
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.encoder = FCDenseNetEncoder(
-            in_channels, first_channels, down_layers, bottleneck_layers, growth_rate, dropout
-        )
+    def __init__(self, num_classes: int, encoder: FCDenseNetEncoder) -> None:
+        super().__init__(num_classes, encoder.strides[-1])
+        self.encoder = encoder
+        growth_rate, dropout = encoder.growth_rate, encoder.dropout
         *skip_channels, upsampled = self.encoder.channels
         self.transitions = nn.ModuleList()
         self.blocks = nn.ModuleList()
-        for skip, num_layers in zip(skip_channels[::-1], down_layers[::-1], strict=True):
+        for skip, num_layers in zip(skip_channels[::-1], encoder.down_layers[::-1], strict=True):
             self.transitions.append(TransitionUp(upsampled))
             self.blocks.append(DenseBlock(upsampled + skip, growth_rate, num_layers, dropout))
             stack = upsampled + skip + num_layers * growth_rate
@@ -224,10 +216,10 @@ def _create(
     first_channels: int,
     dropout: float,
 ) -> FCDenseNet:
-    return FCDenseNet(
-        num_classes, in_channels, first_channels, tuple(down_layers), bottleneck_layers,
-        growth_rate, dropout,
-    )  # fmt: skip
+    encoder = FCDenseNetEncoder(
+        in_channels, first_channels, down_layers, bottleneck_layers, growth_rate, dropout
+    )
+    return FCDenseNet(num_classes, encoder)
 
 
 def fc_densenet56(
