@@ -35,8 +35,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from lraspp import lraspp_mobilenet_v3_large  # benchmarks/ is on sys.path when run as a script
 from PIL import Image
-from realtime_latency import LRASPP  # benchmarks/ is on sys.path when this script runs
 from torch.utils.data import DataLoader
 
 from semseg.checkpoint import build_model_from, load_checkpoint
@@ -45,18 +45,12 @@ from semseg.engine.build import build_dataset
 from semseg.engine.evaluate import evaluate
 from semseg.engine.trainer import Trainer
 from semseg.inference.predictor import Predictor
-from semseg.models.registry import register_model
-from semseg.models.backbones.mobilenet import mobilenet_v3_large
 from semseg.models.naive import NaiveSegmenter
+from semseg.models.registry import register_model
 from semseg.visualize import colorize, legend_panel
 
-
-def lraspp_mobilenet_v3_large(num_classes: int) -> LRASPP:
-    """The rebuild of torchvision's LR-ASPP (see ``realtime_latency.py``), the yardstick of the
-    real-time model, registered here so that the trainer and the predictor can build it."""
-    return LRASPP(mobilenet_v3_large(output_stride=16), num_classes)
-
-
+# The rebuild of torchvision's LR-ASPP (see lraspp.py), the yardstick of the real-time model,
+# registered so that the trainer and the predictor can build it.
 register_model("lraspp_mobilenet_v3_large", lraspp_mobilenet_v3_large)
 
 QUARTER_VGG16_BN = {"backbone": "vgg16_bn", "width_divisor": 4}

@@ -16,15 +16,17 @@ from semseg.config import Recipe, load_recipe
 
 # Errors a user can cause (bad file, bad key, bad value) are shown as one line without a
 # traceback; SEMSEG_DEBUG=1 shows the traceback.
-USER_ERRORS = (ValueError, OSError, KeyError)
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError, KeyError)
 
 
 def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    from semseg.optional import MissingDependencyError
+
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except USER_ERRORS as error:
+        except (*USER_ERRORS, MissingDependencyError) as error:
             if os.environ.get("SEMSEG_DEBUG"):
                 raise
             message = error.args[0] if isinstance(error, KeyError) and error.args else error
@@ -99,6 +101,8 @@ def train(
     out_dir = Path(out or Path("runs") / Path(recipe).stem)
     with distributed.process_group(device) as process_device:
         trainer = Trainer(config, out_dir, resume=resume, device=str(process_device))
+        if trainer.is_main:
+            click.echo(f"training precision: {trainer.precision} ({trainer.precision_reason})")
         evaluation = trainer.fit()
     if not trainer.is_main:
         return
@@ -206,13 +210,36 @@ def _inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _load_predictor(checkpoint: str, device: str | None, inference: dict[str, Any]) -> Any:
+def _engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--backend and --precision (see semseg.inference.auto), both auto by default."""
+    from semseg.inference.backends import BACKEND_CHOICES
+    from semseg.inference.precision import PRECISION_CHOICES
+
+    options = [
+        click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto",
+                     show_default=True,
+                     help="Inference engine; auto measures the installed ones on the first "
+                     "image (once per machine, model and size; cached) and takes the fastest."),
+        click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto",
+                     show_default=True,
+                     help="Arithmetic: bf16 (autocast; softmax, TTA and scores stay fp32) is a "
+                     "candidate of auto on CPUs with AVX-512 BF16 or AMX."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _load_predictor(
+    checkpoint: str, device: str | None, inference: dict[str, Any], images: int | None
+) -> Any:
     from semseg.inference.predictor import load_predictor
     from semseg.inference.tta import InferenceOptions
 
-    threads = inference.pop("threads")
+    threads, backend, precision = (inference.pop(k) for k in ("threads", "backend", "precision"))
     options = InferenceOptions(**{**inference, "tile_size": inference["tile_size"] or None})
-    return load_predictor(checkpoint, device, options, threads)
+    return load_predictor(checkpoint, device, options, threads, backend, precision, images,
+                          report=lambda line: click.echo(line, err=True))  # fmt: skip
 
 
 def _report(failures: list[tuple[Path, str]], total: int, out: str) -> None:
@@ -253,6 +280,7 @@ _batch_option = click.option(
     help="Also write STEM_confidence.png: top-class probability as 8-bit grey.",
 )
 @_inference_options
+@_engine_options
 @click.option("--device", help="torch device (PyTorch checkpoints).")
 @_friendly_errors
 def predict(
@@ -273,8 +301,8 @@ def predict(
     """
     from semseg.inference.files import expand_inputs, predict_files
 
-    predictor = _load_predictor(checkpoint, device, inference)
     paths = expand_inputs(inputs)
+    predictor = _load_predictor(checkpoint, device, inference, len(paths))
     failures = predict_files(
         predictor, paths, Path(out), alpha, batch_size, probabilities, confidence
     )
@@ -288,13 +316,30 @@ def predict(
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
 @click.option("--opset", default=17, show_default=True, help="ONNX opset version.")
 @click.option(
-    "--quantize", is_flag=True, help="Int8 static quantization, calibrated on --calibration images."
+    "--quantize",
+    is_flag=True,
+    help="Int8 quantization calibrated on --calibration images: ONNX Runtime's static "
+    "quantizer, or NNCF's with --backend openvino.",
 )
 @click.option(
     "--calibration",
     multiple=True,
     metavar="INPUT",
-    help="Images, folders or globs for --quantize [default: the checkpoint's validation split].",
+    help="Images, folders or globs for --quantize [default: the checkpoint's training split].",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["onnxruntime", "openvino"]),
+    default="onnxruntime",
+    show_default=True,
+    help="Runtime the file is checked on (and whose quantizer --quantize uses).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="Precision of the check run (bf16: OpenVINO only).",
 )
 @click.option(
     "--calibration-size",
@@ -319,6 +364,8 @@ def export(
     calibration: tuple[str, ...],
     calibration_size: int,
     check: bool,
+    backend: str,
+    precision: str,
 ) -> None:
     """Export a checkpoint to ONNX (dynamic batch, height, width; classes, colours and
     normalisation in the file's metadata). Run it with `semseg predict --checkpoint OUT`."""
@@ -327,21 +374,27 @@ def export(
     if calibration and not quantize:
         raise click.UsageError("--calibration is used only with --quantize")
     images = _calibration_images(checkpoint, calibration, calibration_size) if quantize else None
-    export_onnx(checkpoint, out, opset, images)
-    kind = f"int8 {export_format} (calibrated on {len(images)} images)" if images else export_format
+    quantizer = "nncf" if backend == "openvino" else "onnxruntime"
+    export_onnx(checkpoint, out, opset, images, quantizer)
+    kind = (
+        f"int8 {export_format} ({quantizer}, calibrated on {len(images)} images)"
+        if images
+        else export_format
+    )
     click.echo(f"{kind} model written to {out}")
     if check:
         from semseg.data.synthetic import render_scene
 
-        parity = compare_onnx(checkpoint, out, render_scene(0, 360, 480)[0])
+        parity = compare_onnx(checkpoint, out, render_scene(0, 360, 480)[0], backend, precision)
         click.echo(
-            f"ONNX Runtime vs PyTorch on 360x480: max |logit difference| "
+            f"{backend} {precision} vs PyTorch fp32 on 360x480: max |logit difference| "
             f"{parity.max_abs_difference:.2e}, argmax agreement {parity.argmax_agreement:.4%}"
         )
 
 
 def _calibration_images(checkpoint: str, inputs: tuple[str, ...], count: int) -> list[Any]:
-    """The first ``count`` images of ``inputs``, or of the checkpoint's validation split."""
+    """The first ``count`` images of ``inputs``, or images spread over the checkpoint's
+    training split (not the validation split the model is scored on)."""
     from semseg.data.io import read_image
 
     if inputs:
@@ -353,13 +406,14 @@ def _calibration_images(checkpoint: str, inputs: tuple[str, ...], count: int) ->
 
     data = load_recipe(base=load_checkpoint(checkpoint)["recipe"]).data
     try:
-        dataset = build_dataset(data, data.val_split)
+        dataset = build_dataset(data, data.train_split)
     except (ValueError, OSError) as error:
         raise ValueError(
-            f"cannot read {checkpoint}'s validation images for calibration ({error}); "
+            f"cannot read {checkpoint}'s training images for calibration ({error}); "
             "pass --calibration IMAGES"
         ) from None
-    return [dataset.read(index)[0] for index in range(min(count, len(dataset)))]
+    step = max(len(dataset) // count, 1)
+    return [dataset.read(index)[0] for index in range(0, len(dataset), step)[:count]]
 
 
 @main.command()
@@ -371,6 +425,7 @@ def _calibration_images(checkpoint: str, inputs: tuple[str, ...], count: int) ->
 @click.option("--alpha", default=0.4, show_default=True, help="Tint opacity, 0..1.")
 @_batch_option
 @_inference_options
+@_engine_options
 @click.option("--device", help="torch device (PyTorch checkpoints).")
 @_friendly_errors
 def drivable(
@@ -388,8 +443,8 @@ def drivable(
     from semseg.inference.drivable_files import drivable_files
     from semseg.inference.files import expand_inputs
 
-    predictor = _load_predictor(checkpoint, device, inference)
     paths = expand_inputs(inputs)
+    predictor = _load_predictor(checkpoint, device, inference, len(paths))
     chosen = [c.strip() for c in classes.split(",")] if classes is not None else None
     failures = drivable_files(predictor, paths, Path(out), chosen, alpha, batch_size)
     _report(failures, len(paths), out)
@@ -426,6 +481,60 @@ def stats(data: str | None, data_format: str | None, split: str) -> None:
         )
     click.echo("\nIn a recipe: loss: {class_weights: median_frequency} computes the first column;")
     click.echo("or paste: loss: {class_weights: [" + ", ".join(f"{w:.4f}" for w in eigen) + "]}")
+
+
+@main.command()
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    help="Also measure what --backend auto --precision auto picks for this model.",
+)
+@click.option(
+    "--size",
+    nargs=2,
+    type=int,
+    default=(360, 480),
+    show_default=True,
+    metavar="H W",
+    help="Image size of the measurement.",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all).")
+@_friendly_errors
+def info(checkpoint: str | None, size: tuple[int, int], threads: int | None) -> None:
+    """This machine: CPU, the instruction sets that decide speed, threads, runtime versions,
+    and what auto picks for precision and backend."""
+    import numpy as np
+    import torch
+
+    from semseg.engine.trainer import training_precision
+    from semseg.hardware import describe_machine
+    from semseg.inference.auto import candidate_engines
+    from semseg.inference.backends import ModelSource
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    machine = describe_machine()
+    for line in machine.lines():
+        click.echo(line)
+    cpu = torch.device("cpu")
+    for kind, has_module in (("checkpoints", True), ("ONNX files", False)):
+        source = ModelSource(kind, kind, (lambda: None) if has_module else None, Path)
+        engines = candidate_engines(machine, "auto", "auto", source, cpu)
+        click.echo(f"auto candidates for {kind}: {', '.join(map(str, engines))}")
+    click.echo(
+        "auto inference choice: the fastest candidate measured on the first image (once per "
+        "machine, model and size; cached)"
+    )
+    precision, reason = training_precision("auto", cpu, machine)
+    click.echo(f"auto training precision (train.precision=auto): {precision} ({reason})")
+    if checkpoint is not None:
+        from semseg.inference.predictor import load_predictor
+
+        lines: list[str] = []
+        predictor = load_predictor(checkpoint, "cpu", threads=threads, backend="auto",
+                                   precision="auto", report=lines.append)  # fmt: skip
+        predictor.predict(np.zeros((*size, 3), dtype=np.uint8))
+        click.echo(f"for {checkpoint} at {size[0]}x{size[1]}: {lines[-1]}")
 
 
 @main.command()

@@ -28,7 +28,6 @@ chosen only when its compilation plus its calls take less time than the best alt
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -372,15 +371,3 @@ class AutoModel:
         engine = choose(engines, probe, self.images)
         model = built[str(engine)] if str(engine) in built else self._build(engine)
         return model, Choice(engine, shape, probe, not built, self.images)
-
-
-def architecture_key(name: str, arguments: dict[str, Any]) -> str:
-    """A model's speed key from its registry name and arguments (weights do not matter)."""
-    text = json.dumps({"name": name, "arguments": arguments}, sort_keys=True, default=str)
-    return "model:" + hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def file_key(path: str | Path) -> str:
-    """A file's speed key: its content hash (an ONNX file's graph and weights)."""
-    with open(path, "rb") as file:
-        return "file:" + hashlib.file_digest(file, "sha256").hexdigest()[:16]

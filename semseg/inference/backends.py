@@ -21,15 +21,21 @@ installs it.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from semseg.checkpoint import build_model_from, load_checkpoint
 from semseg.hardware import Machine, describe_machine
+from semseg.inference.export import exported_onnx
 from semseg.inference.fuse import fuse_conv_bn
 from semseg.inference.onnx_model import OnnxModel, check_channels, read_onnx_metadata
 from semseg.inference.precision import PRECISIONS, Precision, autocast, check_precision
@@ -203,7 +209,8 @@ class ModelSource:
         name: the file, for messages.
         key: what the model's speed depends on (architecture and arguments for a
             checkpoint, the file's hash for an ONNX file), for caching measurements.
-        module: builds the PyTorch model (checkpoints only; None for ONNX files).
+        module: the PyTorch model, built on the first call (checkpoints only; None for ONNX
+            files). Engines copy it; they never change it.
         onnx_file: the ONNX file (a checkpoint's is exported on first use).
         int8: the ONNX file is quantized.
     """
@@ -245,3 +252,38 @@ def build_engine(
     if engine.backend == "onnxruntime":
         return OnnxModel(source.onnx_file(), threads)
     return OpenVinoModel(source.onnx_file(), engine.precision, threads, machine)
+
+
+def architecture_key(name: str, arguments: dict[str, Any]) -> str:
+    """A model's speed key from its registry name and arguments (weights do not matter)."""
+    text = json.dumps({"name": name, "arguments": arguments}, sort_keys=True, default=str)
+    return "model:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_key(path: str | Path) -> str:
+    """A file's speed key: its content hash (an ONNX file's graph and weights)."""
+    with open(path, "rb") as file:
+        return "file:" + hashlib.file_digest(file, "sha256").hexdigest()[:16]
+
+
+def model_source(path: str | Path) -> ModelSource:
+    """What a ``.pt`` checkpoint or an ``.onnx`` file from ``semseg export`` runs from. A
+    checkpoint's ONNX file is exported (once, into the cache folder) only when an ONNX
+    engine is built.
+
+    Raises:
+        CheckpointError, OnnxModelError: naming the file when it cannot be read.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        metadata = read_onnx_metadata(path)
+        return ModelSource(str(path), file_key(path), None, lambda: path,
+                           "quantization" in metadata)  # fmt: skip
+    checkpoint = load_checkpoint(path)
+    spec = checkpoint["model"]
+    return ModelSource(
+        str(path),
+        architecture_key(spec["name"], spec["arguments"]),
+        functools.cache(lambda: build_model_from(checkpoint, str(path))),
+        lambda: exported_onnx(path),
+    )

@@ -245,12 +245,18 @@ class OnnxParity:
 
 
 def compare_onnx(
-    checkpoint_path: str | Path, onnx_path: str | Path, image: np.ndarray
+    checkpoint_path: str | Path,
+    onnx_path: str | Path,
+    image: np.ndarray,
+    backend: str = "onnxruntime",
+    precision: str = "fp32",
 ) -> OnnxParity:
-    """Run the checkpoint (PyTorch) and the ONNX file (ONNX Runtime) on ``image``.
+    """Run the checkpoint (PyTorch, fp32) and the ONNX file (``backend`` at ``precision``)
+    on ``image``.
 
     Args:
         image: (H, W, 3) uint8 RGB, normalised with the checkpoint's mean and std.
+        backend: ``onnxruntime`` or ``openvino``.
 
     Raises:
         OnnxModelError: naming the ONNX file when its classes or normalisation differ from
@@ -275,7 +281,9 @@ def compare_onnx(
     batch = to_tensor(image, norm["mean"], norm["std"]).unsqueeze(0)
     with torch.inference_mode():
         expected = build_model_from(checkpoint, str(checkpoint_path))(batch)
-    actual = onnx_model(batch)
+    from semseg.inference.backends import Engine, build_engine, model_source
+
+    actual = build_engine(model_source(onnx_path), Engine(backend, precision))(batch)
     return OnnxParity(
         max_abs_difference=float((actual - expected).abs().max()),
         argmax_agreement=float((actual.argmax(1) == expected.argmax(1)).float().mean()),

@@ -18,7 +18,8 @@ from torch import nn
 
 from semseg.checkpoint import build_model_from, load_checkpoint
 from semseg.data.transforms import to_tensor
-from semseg.inference.fuse import fuse_conv_bn
+from semseg.inference.backends import Engine, TorchModel, build_engine, model_source
+from semseg.inference.onnx_model import read_onnx_metadata
 from semseg.inference.tta import InferenceOptions, infer_probabilities
 from semseg.labels import LabelSet
 
@@ -41,9 +42,10 @@ class Predictor:
 
     Args:
         model: maps (N, 3, H, W) normalised float to (N, C, H, W) logits; an ``nn.Module``
-            (kept as an eval-mode copy on ``device`` with BatchNorm folded into the
-            convolutions and channels-last weights) or another callable such as
-            :class:`~semseg.inference.export.OnnxModel`.
+            (run as :class:`~semseg.inference.backends.TorchModel` in fp32: an eval-mode copy
+            on ``device`` with BatchNorm folded into the convolutions and channels-last
+            weights) or another callable, such as a backend of
+            :mod:`semseg.inference.backends` or an :class:`~semseg.inference.auto.AutoModel`.
         labels: the model's classes.
         mean, std: per-channel normalisation applied to [0, 1] RGB input.
         device: where the inputs go (and an ``nn.Module`` model).
@@ -67,13 +69,14 @@ class Predictor:
     ) -> None:
         self.device = torch.device(device)
         if isinstance(model, nn.Module):
-            # Both measured faster on our 2-core CPU (benchmarks/results/inference.md).
-            model = fuse_conv_bn(model).to(self.device, memory_format=torch.channels_last)
-        self.model = model
+            model = TorchModel(model, "fp32", self.device)
+        self.engine = model
+        # What callers inspect: the folded nn.Module that runs, or the callable itself.
+        self.model = model.module if isinstance(model, TorchModel) else model
         self.labels = labels
         self.mean, self.std = tuple(mean), tuple(std)
         self.options = options or InferenceOptions()
-        self.output_stride = int(output_stride or getattr(model, "output_stride", 1))
+        self.output_stride = int(output_stride or getattr(self.model, "output_stride", 1))
         tile = self.options.tile_size
         if tile is not None and min(tile) < self.output_stride:
             raise ValueError(
@@ -112,9 +115,7 @@ class Predictor:
         return cls(model, model.labels, model.mean, model.std, "cpu", options, model.output_stride)
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.model, nn.Module):
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.model(images).contiguous()
+        return self.engine(images).contiguous()
 
     def predict(self, image: np.ndarray) -> Prediction:
         """image: (H, W, 3) uint8 RGB -> :class:`Prediction` at the image's size.
@@ -153,20 +154,52 @@ def load_predictor(
     device: str | None = None,
     options: InferenceOptions | None = None,
     threads: int | None = None,
+    backend: str | None = None,
+    precision: str = "fp32",
+    images: int | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> Predictor:
-    """A checkpoint (``.pt``, PyTorch) or an exported ``.onnx`` file (ONNX Runtime, CPU).
+    """A checkpoint (``.pt``) or an exported ``.onnx`` file, run by ``backend`` at
+    ``precision``.
 
-    ``threads`` sets the CPU threads: ONNX Runtime's for this model, PyTorch's for the whole
-    process (``torch.set_num_threads``). On a 2-core machine busy with other work, one
-    thread was several times faster than two for PyTorch (benchmarks/results/inference.md).
+    Args:
+        backend: ``torch``, ``onnxruntime``, ``openvino`` or ``auto`` (see
+            :mod:`semseg.inference.auto`); None: the file's own (PyTorch for a checkpoint,
+            ONNX Runtime for an ONNX file).
+        precision: ``fp32``, ``bf16`` or ``auto``.
+        images: how many images will be run (``auto`` weighs setup time against it).
+        report: receives the line saying what ``auto`` chose (default: the log).
+        threads: the CPU threads: ONNX Runtime's or OpenVINO's for this model, PyTorch's for
+            the whole process (``torch.set_num_threads``). On a 2-core machine busy with other
+            work, one thread was several times faster than two for PyTorch
+            (benchmarks/results/inference.md).
 
     Raises:
-        ValueError: a device other than the CPU for an ONNX file.
+        ValueError: a device other than the CPU for an ONNX file, or an engine that cannot
+            run this model here.
+        MissingDependencyError: the backend's package is not installed.
     """
-    if Path(path).suffix.lower() == ".onnx":
-        if device not in (None, "cpu"):
-            raise ValueError(f"{path}: ONNX models run on the CPU; got --device {device}")
-        return Predictor.from_onnx(path, options, threads)
-    if threads is not None:
+    from semseg.inference.auto import AutoModel
+
+    onnx = Path(path).suffix.lower() == ".onnx"
+    if onnx and device not in (None, "cpu"):
+        raise ValueError(f"{path}: ONNX models run on the CPU; got --device {device}")
+    device = device or ("cuda" if torch.cuda.is_available() and not onnx else "cpu")
+    if threads is not None and not onnx:
         torch.set_num_threads(threads)
-    return Predictor.from_checkpoint(path, device, options)
+    source = model_source(path)
+    backend = backend or ("onnxruntime" if onnx else "torch")
+    if onnx:
+        metadata = read_onnx_metadata(path)
+        labels, stride = metadata["labels"], int(metadata["output_stride"])
+        mean, std = metadata["mean"], metadata["std"]
+    else:
+        checkpoint = load_checkpoint(path)
+        labels = LabelSet.from_dict(checkpoint["labels"])
+        mean, std = checkpoint["normalisation"]["mean"], checkpoint["normalisation"]["std"]
+        stride = int(getattr(source.module(), "output_stride", 1))
+    if "auto" in (backend, precision):
+        engine = AutoModel(source, backend, precision, device, threads, images, report)
+    else:
+        engine = build_engine(source, Engine(backend, precision), device, threads)
+    return Predictor(engine, labels, mean, std, device, options, stride)
