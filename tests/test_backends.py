@@ -179,3 +179,16 @@ def test_engine_names_what_cannot_be():
         Engine("onnxruntime", "bf16")
     with pytest.raises(ValueError, match="runs PyTorch checkpoints"):
         build_engine(ModelSource("x.onnx", "k", None, Path), Engine("torch"))
+
+
+def test_bf16_weights_stored_once_compute_what_autocast_computes(trained, scene):
+    """TorchModel keeps convolution weights in bf16 instead of letting autocast cast them at
+    every call; the numbers must be autocast's own."""
+    model = TorchModel(trained[1], "bf16")
+    convs = [m for m in model.module.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
+    assert all(p.dtype == torch.float32 for p in trained[1].parameters())  # source untouched
+    reference = TorchModel(trained[1]).module  # fp32 weights, folded
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference(scene.contiguous(memory_format=torch.channels_last)).float()
+    assert torch.equal(model(scene), expected)
