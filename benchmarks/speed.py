@@ -21,6 +21,9 @@ section needs it):
   convolutions and matrix products from ``torch.utils.flop_counter``; achieved GFLOP/s over
   the roof of the same precision; per model, where the time goes (dense and depthwise
   convolutions, timed per module with hooks, and everything else); and what ``auto`` picks.
+- ``accuracy`` (with ``--checkpoint``, a trained CamVid model): CamVid val mIoU of every
+  engine, and the fraction of pixels whose class equals fp32 PyTorch's, with the time per
+  image of the whole split.
 - ``realtime``: the real-time model (``mobile_unet``) end to end on ``--data``'s val PNGs at
   360x480, batch 1: decode, normalise, infer, softmax and argmax through the ``Predictor``
   (write nothing), in frames per second, per engine, with the time per stage.
@@ -89,7 +92,9 @@ HEADLINE = {
 }
 """The three models of issue 13's table: the real-time model, the CamVid recipe's U-Net, and
 DeepLabV3+ on ResNet-18."""
-SECTIONS = ("roof", "engines", "realtime", "scaling", "profile", "training", "references")
+SECTIONS = (
+    "roof", "engines", "accuracy", "realtime", "scaling", "profile", "training", "references"
+)  # fmt: skip
 Run = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -446,6 +451,68 @@ def auto_choice(checkpoint: Path, images: torch.Tensor, threads: int) -> list[st
     ]
 
 
+def accuracy_section(report: Report, args: argparse.Namespace, folder: Path) -> None:
+    from semseg.checkpoint import load_checkpoint
+    from semseg.config import DataConfig
+    from semseg.engine.build import build_dataset
+    from semseg.engine.metrics import ConfusionMatrix
+    from semseg.labels import LabelSet
+
+    if args.checkpoint is None or args.data is None:
+        report.section("CamVid val accuracy per engine", "No --checkpoint or no CamVid: skipped.")
+        return
+    stored = load_checkpoint(args.checkpoint)
+    labels = LabelSet.from_dict(stored["labels"])
+    mean, std = stored["normalisation"]["mean"], stored["normalisation"]["std"]
+    dataset = build_dataset(DataConfig(format="camvid", root=str(args.data)), "val")
+    calibration, calibration_text = calibration_images(args.data, 16)
+    source = model_source(args.checkpoint)
+    engines = build_engines(source.module(), args.checkpoint, folder, calibration, args.threads,
+                            False)  # fmt: skip
+    del engines.runs["torch fp32 eager NCHW"]
+    stride = int(getattr(source.module(), "output_stride", 1))
+    predictors = {
+        name: Predictor(run, labels, mean, std, output_stride=stride)
+        for name, run in engines.runs.items()
+    }
+    confusion = {name: ConfusionMatrix(labels.num_classes) for name in predictors}
+    same = dict.fromkeys(predictors, 0.0)
+    seconds: dict[str, list[float]] = {name: [] for name in predictors}
+    pixels = 0
+    count = min(args.val_images, len(dataset))
+    for index in range(count):
+        image, mask = dataset.read(index)
+        predicted = {}
+        for name, predictor in predictors.items():
+            start = time.perf_counter()
+            predicted[name] = predictor.predict(image).labels
+            seconds[name].append(time.perf_counter() - start)
+            confusion[name].update(torch.from_numpy(predicted[name])[None].long(),
+                                   torch.from_numpy(mask)[None].long())  # fmt: skip
+        reference = predicted["torch fp32 fused channels-last"]
+        for name, labels_map in predicted.items():
+            same[name] += float((labels_map == reference).sum())
+        pixels += reference.size
+    baseline = seconds["torch fp32 fused channels-last"]
+    rows = []
+    for name in predictors:
+        miou = confusion[name].compute().miou
+        ratio = paired_ratio(seconds[name], baseline)
+        rows.append([name, f"{100 * miou:.2f}", f"{100 * same[name] / pixels:.2f}%",
+                     milliseconds(seconds[name]), f"{ratio:.2f}"])  # fmt: skip
+    spec, training = stored["model"], stored["training"]
+    report.section(
+        "CamVid val accuracy per engine",
+        f"`{args.checkpoint}`: {spec['name']} {spec['arguments']}, "
+        f"{training['epoch']} epochs (best val mIoU {training['best_miou']:.4f} "
+        f"at training). The first {count} of {len(dataset)} val images through "
+        "`Predictor.predict`, engines in "
+        f"turns per image; int8 calibrated on {calibration_text}. Agreement: pixels whose class "
+        "equals torch fp32's; time: median (fastest) ms per image.",
+    )
+    report.table(["engine", "mIoU %", "agreement with fp32", "ms per image", "ratio"], rows)
+
+
 def realtime_section(report: Report, args: argparse.Namespace, folder: Path) -> None:
     val = sorted((args.data / "val").glob("*.png")) if args.data is not None else []
     frames = val[: args.frames]
@@ -461,6 +528,16 @@ def realtime_section(report: Report, args: argparse.Namespace, folder: Path) -> 
         name: Predictor(run, CAMVID, IMAGENET_MEAN, IMAGENET_STD, output_stride=stride)
         for name, run in engines.runs.items()
     }
+    chosen: list[str] = []
+    with tempfile.TemporaryDirectory() as cache:
+        probes = ProbeCache(Path(cache) / "probe.json")
+        auto = AutoModel(model_source(checkpoint), threads=args.threads, images=len(frames),
+                         report=chosen.append, cache=probes)  # fmt: skip
+        predictors["auto"] = Predictor(auto, CAMVID, IMAGENET_MEAN, IMAGENET_STD,
+                                       output_stride=stride)  # fmt: skip
+        for predictor in predictors.values():  # first calls: OpenVINO's, auto's probe
+            predictor.predict(read_image(frames[0]))
+    engines.runs["auto"] = auto
 
     def frame_loop(predictor: Predictor) -> Callable[[], object]:
         def run() -> None:
@@ -496,7 +573,9 @@ def realtime_section(report: Report, args: argparse.Namespace, folder: Path) -> 
         "softmax, argmax, crop), writing nothing. FPS from the fastest (median) round. Stage "
         "times: median over 10 frames timed stage by stage. The last column is what a "
         f"labels-only path (argmax of the logits, no softmax) would reach. int8 calibrated on "
-        f"{calibration_text}. Untrained weights: speed does not depend on them; the "
+        f"{calibration_text}. `auto` is what `semseg predict` runs for {len(frames)} images "
+        f"({chosen[-1].removeprefix('auto: ')}). Untrained weights: speed does not depend on "
+        "them; the "
         "real-time model's CamVid val mIoU is in the README (50.2, mean of three seeds, "
         "`benchmarks/results/ablation/`), not measured here (no trained checkpoint on this "
         "machine).",
@@ -585,7 +664,7 @@ def scaling_section(report: Report, args: argparse.Namespace, folder: Path) -> N
         images = [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(batch)]
         predictors = {name: predictor(run) for name, run in built.items()}
         calls = {n: (lambda p=p, x=images: p.predict_batch(x)) for n, p in predictors.items()}
-        times = time_in_turns(calls, rounds=5)
+        times = time_in_turns(calls, rounds=3)
         rows.append([batch, *(f"{1000 * min(times[n]) / batch:.1f}" for n in built)])
     report.add("Batch size at 360x480: fastest ms per image.")
     report.table(["batch", *(f"{n} ms/image" for n in built)], rows)
@@ -595,7 +674,7 @@ def scaling_section(report: Report, args: argparse.Namespace, folder: Path) -> N
     for threads in (1, 2):
         torch.set_num_threads(threads)
         runs = {n: build_engine(source, e, threads=threads) for n, e in engines.items()}
-        times = time_in_turns({n: (lambda r=r: r(images)) for n, r in runs.items()}, rounds=8)
+        times = time_in_turns({n: (lambda r=r: r(images)) for n, r in runs.items()}, rounds=5)
         rows.append([threads, *(milliseconds(times[n]) for n in runs)])
     torch.set_num_threads(args.threads)
     report.add(
@@ -996,6 +1075,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=30, help="val images per real-time round")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/camvid"))
     parser.add_argument("--compile", action="store_true", help="time torch.compile (mobile_unet)")
+    parser.add_argument("--checkpoint", type=Path, help="a trained CamVid checkpoint (accuracy)")
+    parser.add_argument("--val-images", type=int, default=101, help="val images for accuracy")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed.md"))
     args = parser.parse_args()
     if args.data is not None and not (args.data / "val").is_dir():
@@ -1014,6 +1095,8 @@ def main() -> None:
         )
         if "engines" in args.sections:
             engines_section(report, model_specs(args.models), roof, args, folder)
+        if "accuracy" in args.sections:
+            accuracy_section(report, args, folder)
         if "realtime" in args.sections:
             realtime_section(report, args, folder)
         if "scaling" in args.sections:
