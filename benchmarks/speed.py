@@ -63,7 +63,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from semseg.checkpoint import save_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.data.io import read_image
 from semseg.data.synthetic import render_scene
 from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tensor
@@ -114,14 +114,14 @@ def random_checkpoint(name: str, arguments: dict, folder: Path) -> tuple[nn.Modu
     torch.manual_seed(0)
     model = create_model(name, NUM_CLASSES, **arguments).eval()
     path = folder / f"{name}-{abs(hash(str(arguments))) % 10**6}.pt"
-    save_checkpoint(
-        path,
-        {
-            "model": {"name": name, "arguments": arguments, "state_dict": model.state_dict()},
-            "labels": CAMVID.to_dict(),
-            "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-        },
-    )
+    Checkpoint(
+        model_name=name,
+        model_args=arguments,
+        labels=CAMVID,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        state_dict=model.state_dict(),
+    ).save(path)
     return model, path
 
 

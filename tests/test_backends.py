@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from semseg.checkpoint import save_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.data.synthetic import render_scene
 from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from semseg.hardware import CPU_FLAGS, Machine, describe_machine
 from semseg.inference.backends import Engine, ModelSource, OpenVinoModel, TorchModel, build_engine
 from semseg.inference.export import export_onnx
 from semseg.inference.onnx_model import OnnxModel
+from semseg.labels import LabelSet
 from semseg.models import create_model
 from semseg.optional import MissingDependencyError
 
@@ -50,12 +51,14 @@ def files(trained, tmp_path_factory):
     stored, _ = trained
     folder = tmp_path_factory.mktemp("backends")
     checkpoint = folder / "parity.pt"
-    save_checkpoint(checkpoint, {
-        "model": {"name": stored["name"], "arguments": stored["arguments"],
-                  "state_dict": stored["state_dict"]},
-        "labels": stored["labels"],
-        "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-    })  # fmt: skip
+    Checkpoint(
+        model_name=stored["name"],
+        model_args=stored["arguments"],
+        labels=LabelSet.from_dict(stored["labels"]),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        state_dict=stored["state_dict"],
+    ).save(checkpoint)
     return checkpoint, export_onnx(checkpoint, folder / "fp32.onnx")
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from semseg.checkpoint import build_model_from, load_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.hardware import Machine, describe_machine
 from semseg.inference.export import exported_onnx
 from semseg.inference.fuse import fuse_conv_bn
@@ -279,7 +279,7 @@ def file_key(path: str | Path) -> str:
         return "file:" + hashlib.file_digest(file, "sha256").hexdigest()[:16]
 
 
-def model_source(path: str | Path) -> ModelSource:
+def model_source(checkpoint: Checkpoint | str | Path) -> ModelSource:
     """What a ``.pt`` checkpoint or an ``.onnx`` file from ``semseg export`` runs from. A
     checkpoint's ONNX file is exported (once, into the cache folder) only when an ONNX
     engine is built.
@@ -287,16 +287,15 @@ def model_source(path: str | Path) -> ModelSource:
     Raises:
         CheckpointError, OnnxModelError: naming the file when it cannot be read.
     """
-    path = Path(path)
-    if path.suffix.lower() == ".onnx":
-        metadata = read_onnx_metadata(path)
-        return ModelSource(str(path), file_key(path), None, lambda: path,
-                           "quantization" in metadata)  # fmt: skip
-    checkpoint = load_checkpoint(path)
-    spec = checkpoint["model"]
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = Checkpoint.load(checkpoint)
+    if checkpoint.is_onnx:
+        path = Path(checkpoint.path)
+        int8 = "quantization" in read_onnx_metadata(path)
+        return ModelSource(str(path), file_key(path), None, lambda: path, int8)
     return ModelSource(
-        str(path),
-        architecture_key(spec["name"], spec["arguments"]),
-        functools.cache(lambda: build_model_from(checkpoint, str(path))),
-        lambda: exported_onnx(path),
+        checkpoint.source,
+        architecture_key(checkpoint.model_name, checkpoint.model_args),
+        functools.cache(checkpoint.build_model),
+        lambda: exported_onnx(checkpoint),
     )

@@ -16,10 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from semseg.checkpoint import build_model_from, load_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.data.transforms import to_tensor
 from semseg.inference.backends import Engine, TorchModel, build_engine, model_source
-from semseg.inference.onnx_model import read_onnx_metadata
 from semseg.inference.tta import InferenceOptions, infer_probabilities
 from semseg.labels import LabelSet
 
@@ -41,17 +40,19 @@ class Predictor:
     """A model with its label set and input normalisation, ready for images.
 
     Args:
-        model: maps (N, 3, H, W) normalised float to (N, C, H, W) logits; an ``nn.Module``
-            (run as :class:`~semseg.inference.backends.TorchModel` in fp32: an eval-mode copy
-            on ``device`` with BatchNorm folded into the convolutions and channels-last
-            weights) or another callable, such as a backend of
-            :mod:`semseg.inference.backends` or an :class:`~semseg.inference.auto.AutoModel`.
+        model: maps (N, 3, H, W) normalised float to (N, C, H, W) logits at input size, for
+            any H, W of at least ``output_stride`` (the model pads itself where its layers
+            need it, see :mod:`semseg.models.contract`); an ``nn.Module`` (run as
+            :class:`~semseg.inference.backends.TorchModel` in fp32: an eval-mode copy on
+            ``device`` with BatchNorm folded into the convolutions and channels-last weights)
+            or another callable, such as a backend of :mod:`semseg.inference.backends` or an
+            :class:`~semseg.inference.auto.AutoModel`.
         labels: the model's classes.
         mean, std: per-channel normalisation applied to [0, 1] RGB input.
         device: where the inputs go (and an ``nn.Module`` model).
-        options: tiling, padding and test-time augmentation (default: whole image, no TTA).
-        output_stride: inputs are padded to multiples of it; default the model's
-            ``output_stride`` attribute, else 1.
+        options: tiling and test-time augmentation (default: whole image, no TTA).
+        output_stride: the smallest input side the model accepts, and the smallest tile;
+            default the model's ``output_stride`` attribute, else 1.
 
     Raises:
         ValueError: when ``options.tile_size`` is smaller than the output stride.
@@ -61,8 +62,8 @@ class Predictor:
         self,
         model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
         labels: LabelSet,
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
+        mean: Sequence[float],
+        std: Sequence[float],
         device: str | torch.device = "cpu",
         options: InferenceOptions | None = None,
         output_stride: int | None = None,
@@ -86,33 +87,54 @@ class Predictor:
     @classmethod
     def from_checkpoint(
         cls,
-        path: str | Path,
+        checkpoint: Checkpoint | str | Path,
         device: str | None = None,
         options: InferenceOptions | None = None,
+        threads: int | None = None,
+        backend: str | None = None,
+        precision: str = "fp32",
+        images: int | None = None,
+        report: Callable[[str], None] | None = None,
     ) -> Predictor:
-        """The PyTorch model of a checkpoint written by training."""
-        checkpoint = load_checkpoint(path)
-        norm = checkpoint["normalisation"]
+        """The model of a checkpoint (``.pt``) or of an ONNX file written by ``semseg export``,
+        with the checkpoint's classes and normalisation, run by ``backend`` at ``precision``.
+
+        Args:
+            backend: ``torch`` (on ``device``), ``onnxruntime`` or ``openvino`` (on the CPU),
+                or ``auto`` (see :mod:`semseg.inference.auto`); None: the file's own, PyTorch
+                for a checkpoint, ONNX Runtime for an ONNX file.
+            precision: ``fp32``, ``bf16`` or ``auto``.
+            threads: ONNX Runtime's or OpenVINO's threads (default one per core). PyTorch's
+                thread count is process-wide, and setting it is left to the caller (the
+                CLI's ``--threads``).
+            images: how many images will be run (``auto`` weighs setup time against it).
+            report: receives the line saying what ``auto`` chose (default: the log).
+
+        Raises:
+            CheckpointError: naming the file, when it cannot be read.
+            ValueError: a device other than the CPU for an ONNX file, or an engine that
+                cannot run this model here.
+            MissingDependencyError: the backend's package is not installed.
+        """
+        from semseg.inference.auto import AutoModel
+
+        if not isinstance(checkpoint, Checkpoint):
+            checkpoint = Checkpoint.load(checkpoint)
+        if checkpoint.is_onnx:
+            if device not in (None, "cpu"):
+                raise ValueError(f"{checkpoint.path}: ONNX models run on the CPU; got {device}")
+            device = "cpu"
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        source = model_source(checkpoint)
+        backend = backend or ("onnxruntime" if checkpoint.is_onnx else "torch")
+        if "auto" in (backend, precision):
+            engine = AutoModel(source, backend, precision, device, threads, images, report)
+        else:
+            engine = build_engine(source, Engine(backend, precision), device, threads)
+        stride = checkpoint.output_stride or int(source.module().output_stride)
         return cls(
-            build_model_from(checkpoint, str(path)),
-            LabelSet.from_dict(checkpoint["labels"]),
-            norm["mean"],
-            norm["std"],
-            device or ("cuda" if torch.cuda.is_available() else "cpu"),
-            options,
+            engine, checkpoint.labels, checkpoint.mean, checkpoint.std, device, options, stride
         )
-
-    @classmethod
-    def from_onnx(
-        cls, path: str | Path, options: InferenceOptions | None = None, threads: int | None = None
-    ) -> Predictor:
-        """An ONNX file written by ``semseg export``, run by ONNX Runtime on the CPU with
-        ``threads`` threads (default: one per core); classes and normalisation come from the
-        file's metadata."""
-        from semseg.inference.onnx_model import OnnxModel
-
-        model = OnnxModel(path, threads)
-        return cls(model, model.labels, model.mean, model.std, "cpu", options, model.output_stride)
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.engine(images).contiguous()
@@ -147,59 +169,3 @@ class Predictor:
             Prediction(label.numpy(), probability.numpy())
             for label, probability in zip(labels, probabilities, strict=True)
         ]
-
-
-def load_predictor(
-    path: str | Path,
-    device: str | None = None,
-    options: InferenceOptions | None = None,
-    threads: int | None = None,
-    backend: str | None = None,
-    precision: str = "fp32",
-    images: int | None = None,
-    report: Callable[[str], None] | None = None,
-) -> Predictor:
-    """A checkpoint (``.pt``) or an exported ``.onnx`` file, run by ``backend`` at
-    ``precision``.
-
-    Args:
-        backend: ``torch``, ``onnxruntime``, ``openvino`` or ``auto`` (see
-            :mod:`semseg.inference.auto`); None: the file's own (PyTorch for a checkpoint,
-            ONNX Runtime for an ONNX file).
-        precision: ``fp32``, ``bf16`` or ``auto``.
-        images: how many images will be run (``auto`` weighs setup time against it).
-        report: receives the line saying what ``auto`` chose (default: the log).
-        threads: the CPU threads: ONNX Runtime's or OpenVINO's for this model, PyTorch's for
-            the whole process (``torch.set_num_threads``). On a 2-core machine busy with other
-            work, one thread was several times faster than two for PyTorch
-            (benchmarks/results/inference.md).
-
-    Raises:
-        ValueError: a device other than the CPU for an ONNX file, or an engine that cannot
-            run this model here.
-        MissingDependencyError: the backend's package is not installed.
-    """
-    from semseg.inference.auto import AutoModel
-
-    onnx = Path(path).suffix.lower() == ".onnx"
-    if onnx and device not in (None, "cpu"):
-        raise ValueError(f"{path}: ONNX models run on the CPU; got --device {device}")
-    device = device or ("cuda" if torch.cuda.is_available() and not onnx else "cpu")
-    if threads is not None and not onnx:
-        torch.set_num_threads(threads)
-    source = model_source(path)
-    backend = backend or ("onnxruntime" if onnx else "torch")
-    if onnx:
-        metadata = read_onnx_metadata(path)
-        labels, stride = metadata["labels"], int(metadata["output_stride"])
-        mean, std = metadata["mean"], metadata["std"]
-    else:
-        checkpoint = load_checkpoint(path)
-        labels = LabelSet.from_dict(checkpoint["labels"])
-        mean, std = checkpoint["normalisation"]["mean"], checkpoint["normalisation"]["std"]
-        stride = int(getattr(source.module(), "output_stride", 1))
-    if "auto" in (backend, precision):
-        engine = AutoModel(source, backend, precision, device, threads, images, report)
-    else:
-        engine = build_engine(source, Engine(backend, precision), device, threads)
-    return Predictor(engine, labels, mean, std, device, options, stride)

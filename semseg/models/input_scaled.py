@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semseg.models.contract import SegmentationModel
 
-class InputScaled(nn.Module):
+
+class InputScaled(SegmentationModel):
     """Runs ``model`` on the input resized by ``scale`` and resizes the logits back.
 
     (N, 3, H, W) -> bilinear resize to (floor(H*scale), floor(W*scale)) -> model -> logits
@@ -17,12 +21,15 @@ class InputScaled(nn.Module):
     parity (ONNX Runtime's antialiased Resize treats image borders differently from
     PyTorch's); at ``scale=0.5`` bilinear sampling falls exactly between pixels and equals a
     2x2 average.
+
+    ``num_classes`` and ``encoder`` are the inner model's; ``output_stride`` is the inner
+    model's stride in input pixels, ``ceil(inner stride / scale)``.
     """
 
     def __init__(self, model: nn.Module, scale: float) -> None:
-        super().__init__()
         if not 0.0 < scale <= 4.0:
             raise ValueError(f"input_scale must be in (0, 4], got {scale}")
+        super().__init__(model.num_classes, math.ceil(model.output_stride / scale))
         self.model = model
         self.scale = scale
 
@@ -30,7 +37,7 @@ class InputScaled(nn.Module):
     def encoder(self) -> nn.Module | None:
         return getattr(self.model, "encoder", None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         small = F.interpolate(
             x, scale_factor=self.scale, mode="bilinear", align_corners=False,

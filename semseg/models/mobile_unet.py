@@ -46,11 +46,11 @@ from torch import nn
 from semseg.models.backbones.mobilenet import (
     MobileNetV2,
     MobileNetV3Large,
-    SeparableConv,
     mobilenet_v2,
     mobilenet_v3_large,
 )
-from semseg.models.blocks import ConvBNAct
+from semseg.models.blocks import ConvBNAct, SeparableConv
+from semseg.models.contract import SegmentationModel
 from semseg.models.pretrained import load_pretrained_encoder
 
 ENCODER_STRIDE = 32
@@ -68,7 +68,7 @@ def build_encoder(name: str, width_mult: float) -> MobileNetV2 | MobileNetV3Larg
     raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {name!r}")
 
 
-class MobileUNet(nn.Module):
+class MobileUNet(SegmentationModel):
     """``(N, 3, H, W)`` float -> ``(N, num_classes, H, W)`` float logits, any ``H, W``.
 
     Args:
@@ -89,9 +89,6 @@ class MobileUNet(nn.Module):
         decoder_channels: Sequence[int],
         merge_kernels: Sequence[int] | None = None,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         decoder_channels = tuple(decoder_channels)
         if not 1 <= len(decoder_channels) <= 4 or min(decoder_channels) < 1:
             raise ValueError(
@@ -106,8 +103,8 @@ class MobileUNet(nn.Module):
                 f"merge_kernels must give 1 or 3 for each of the {len(decoder_channels)} "
                 f"decoder levels, got {merge_kernels}"
             )
+        super().__init__(num_classes, ENCODER_STRIDE)
         self.encoder = build_encoder(encoder, width_mult)
-        self.output_stride = ENCODER_STRIDE >> len(decoder_channels)
         *skip_channels, top_channels = self.encoder.channels
         self.top = ConvBNAct(top_channels, decoder_channels[0], 1)
         self.gate = nn.Conv2d(top_channels, decoder_channels[0], 1)
@@ -123,7 +120,7 @@ class MobileUNet(nn.Module):
         )
         self.classifier = nn.Conv2d(decoder_channels[-1], num_classes, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
         *skips, top = self.encoder(x)
         context = torch.sigmoid(self.gate(top.mean(dim=(2, 3), keepdim=True)))
         y = self.top(top) * context

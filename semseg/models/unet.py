@@ -20,7 +20,8 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from semseg.models.blocks import Upsample, conv_stack, crop_to, pad_to_multiple
+from semseg.models.blocks import Upsample, conv_stack
+from semseg.models.contract import SegmentationModel
 
 
 class UNetEncoder(nn.Module):
@@ -49,7 +50,7 @@ class UNetEncoder(nn.Module):
         return features
 
 
-class UNet(nn.Module):
+class UNet(SegmentationModel):
     """``(N, in_channels, H, W)`` float -> ``(N, num_classes, H, W)`` float logits.
 
     Output stride ``2**depth``: the input is zero-padded at the bottom and right to a multiple
@@ -67,14 +68,11 @@ class UNet(nn.Module):
         upsampling: str,
         batch_norm: bool,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         if base_channels < 1:
             raise ValueError(f"base_channels must be at least 1, got {base_channels}")
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
-        self.output_stride = 2**depth
+        super().__init__(num_classes, 2**depth)
         self.encoder = UNetEncoder(in_channels, base_channels, depth, batch_norm)
         # Deepest level first: upsample level k + 1 to level k, merge with level k's features.
         pairs = list(pairwise(reversed(self.encoder.channels)))
@@ -86,12 +84,13 @@ class UNet(nn.Module):
         )
         self.classifier = nn.Conv2d(base_channels, num_classes, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, size = pad_to_multiple(x, self.output_stride)
+    pads_input = True
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
         *skips, x = self.encoder(x)
         for up, merge, skip in zip(self.up, self.merge, reversed(skips), strict=True):
             x = merge(torch.cat([skip, up(x)], dim=1))
-        return crop_to(self.classifier(x), size)
+        return self.classifier(x)
 
 
 def _up_convolution(in_channels: int, out_channels: int, mode: str) -> nn.Module:
