@@ -465,8 +465,10 @@ def export(
     click.echo(f"{kind} model written to {out}")
     if check:
         from semseg.data.synthetic import render_scene
+        from semseg.inference.backends import Engine, build_engine, model_source
 
-        parity = compare_onnx(model_file, out, render_scene(0, 360, 480)[0], backend, precision)
+        engine = build_engine(model_source(out), Engine(backend, precision))
+        parity = compare_onnx(model_file, out, render_scene(0, 360, 480)[0], engine)
         click.echo(
             f"{backend} {precision} vs PyTorch fp32 on 360x480: max |logit difference| "
             f"{parity.max_abs_difference:.2e}, argmax agreement {parity.argmax_agreement:.4%}"

@@ -38,7 +38,7 @@ import json
 import logging
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -255,15 +255,14 @@ def compare_onnx(
     checkpoint: Checkpoint | str | Path,
     onnx_path: str | Path,
     image: np.ndarray,
-    backend: str = "onnxruntime",
-    precision: str = "fp32",
+    engine: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> OnnxParity:
-    """Run the checkpoint (PyTorch, fp32) and the ONNX file (``backend`` at ``precision``)
-    on ``image``.
+    """Run the checkpoint (PyTorch, fp32) and the ONNX file on ``image``.
 
     Args:
         image: (H, W, 3) uint8 RGB, normalised with the checkpoint's mean and std.
-        backend: ``onnxruntime`` or ``openvino``.
+        engine: what runs the ONNX file (a backend of :mod:`semseg.inference.backends`);
+            default ONNX Runtime.
 
     Raises:
         OnnxModelError: naming the ONNX file when its classes or normalisation differ from
@@ -287,9 +286,7 @@ def compare_onnx(
     batch = to_tensor(image, checkpoint.mean, checkpoint.std).unsqueeze(0)
     with torch.inference_mode():
         expected = checkpoint.build_model()(batch)
-    from semseg.inference.backends import Engine, build_engine, model_source
-
-    actual = build_engine(model_source(onnx_path), Engine(backend, precision))(batch)
+    actual = (engine or onnx_model)(batch)
     return OnnxParity(
         max_abs_difference=float((actual - expected).abs().max()),
         argmax_agreement=float((actual.argmax(1) == expected.argmax(1)).float().mean()),
