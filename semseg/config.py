@@ -126,9 +126,9 @@ class TrainConfig(_Section):
     """Arithmetic of the forward pass: ``bf16`` or ``fp16`` autocast (convolutions and matrix
     products in 16 bits; the optimizer keeps and updates float32 weights, the loss and the
     metrics are float32; bf16 on the CPU also trains channels-last), or ``fp32``. ``auto``
-    is bf16 on CPUs with AMX-BF16 (a U-Net step took 0.45x the fp32 time there) and on CUDA
-    devices that support it, fp32 elsewhere (on an AMD EPYC with AVX-512 BF16 but no AMX,
-    bf16 was no faster). ``fp16`` adds a gradient scaler and is for GPUs: on CPUs it ran
+    is bf16 on CPUs with AMX-BF16 (training steps took 0.45-0.82x the fp32 time there,
+    ``benchmarks/results/speed.md``) and on CUDA devices that support it, fp32 elsewhere (on
+    an AMD EPYC with AVX-512 BF16 but no AMX, bf16 was no faster). ``fp16`` adds a gradient scaler and is for GPUs: on CPUs it ran
     12-15x slower than fp32 (a warning). Replaces ``amp``: ``amp: bf16``, ``fp16`` and
     ``null`` are read as ``precision: bf16``, ``fp16`` and ``fp32``."""
 
