@@ -452,18 +452,15 @@ def auto_choice(checkpoint: Path, images: torch.Tensor, threads: int) -> list[st
 
 
 def accuracy_section(report: Report, args: argparse.Namespace, folder: Path) -> None:
-    from semseg.checkpoint import load_checkpoint
     from semseg.config import DataConfig
     from semseg.engine.build import build_dataset
     from semseg.engine.metrics import ConfusionMatrix
-    from semseg.labels import LabelSet
 
     if args.checkpoint is None or args.data is None:
         report.section("CamVid val accuracy per engine", "No --checkpoint or no CamVid: skipped.")
         return
-    stored = load_checkpoint(args.checkpoint)
-    labels = LabelSet.from_dict(stored["labels"])
-    mean, std = stored["normalisation"]["mean"], stored["normalisation"]["std"]
+    stored = Checkpoint.load(args.checkpoint)
+    labels, mean, std = stored.labels, stored.mean, stored.std
     dataset = build_dataset(DataConfig(format="camvid", root=str(args.data)), "val")
     calibration, calibration_text = calibration_images(args.data, 16)
     source = model_source(args.checkpoint)
@@ -500,10 +497,10 @@ def accuracy_section(report: Report, args: argparse.Namespace, folder: Path) -> 
         ratio = paired_ratio(seconds[name], baseline)
         rows.append([name, f"{100 * miou:.2f}", f"{100 * same[name] / pixels:.2f}%",
                      milliseconds(seconds[name]), f"{ratio:.2f}"])  # fmt: skip
-    spec, training = stored["model"], stored["training"]
+    training = stored.training or {"epoch": "?", "best_miou": float("nan")}
     report.section(
         "CamVid val accuracy per engine",
-        f"`{args.checkpoint}`: {spec['name']} {spec['arguments']}, "
+        f"`{args.checkpoint}`: {stored.model_name} {stored.model_args}, "
         f"{training['epoch']} epochs (best val mIoU {training['best_miou']:.4f} "
         f"at training). The first {count} of {len(dataset)} val images through "
         "`Predictor.predict`, engines in "

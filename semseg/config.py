@@ -128,9 +128,10 @@ class TrainConfig(_Section):
     metrics are float32; bf16 on the CPU also trains channels-last), or ``fp32``. ``auto``
     is bf16 on CPUs with AMX-BF16 (training steps took 0.45-0.82x the fp32 time there,
     ``benchmarks/results/speed.md``) and on CUDA devices that support it, fp32 elsewhere (on
-    an AMD EPYC with AVX-512 BF16 but no AMX, bf16 was no faster). ``fp16`` adds a gradient scaler and is for GPUs: on CPUs it ran
-    12-15x slower than fp32 (a warning). Replaces ``amp``: ``amp: bf16``, ``fp16`` and
-    ``null`` are read as ``precision: bf16``, ``fp16`` and ``fp32``."""
+    an AMD EPYC with AVX-512 BF16 but no AMX, bf16 was no faster). ``fp16`` adds a gradient
+    scaler and is for GPUs: on CPUs it ran 12-15x slower than fp32 (a warning). Replaces
+    ``amp``: ``amp: bf16``, ``fp16`` and ``null`` are read as ``precision: bf16``, ``fp16``
+    and ``fp32``."""
 
     @model_validator(mode="before")
     @classmethod
