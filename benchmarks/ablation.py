@@ -35,7 +35,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from lraspp import lraspp_mobilenet_v3_large  # benchmarks/ is on sys.path when run as a script
 from PIL import Image
 
 from semseg.checkpoint import Checkpoint
@@ -45,12 +44,7 @@ from semseg.engine.evaluate import evaluate
 from semseg.engine.trainer import Trainer
 from semseg.inference.predictor import Predictor
 from semseg.models.naive import NaiveSegmenter
-from semseg.models.registry import register_model
 from semseg.visualize import colorize, legend_panel
-
-# The rebuild of torchvision's LR-ASPP (see lraspp.py), the yardstick of the real-time model,
-# registered so that the trainer and the predictor can build it.
-register_model("lraspp_mobilenet_v3_large", lraspp_mobilenet_v3_large)
 
 QUARTER_VGG16_BN = {"backbone": "vgg16_bn", "width_divisor": 4}
 MOBILENET_V3 = {

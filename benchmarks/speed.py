@@ -36,8 +36,8 @@ section needs it):
 - ``references``: torchvision's and segmentation_models_pytorch's models in the separate
   environment of ``benchmarks/README.md``: fp32 eager against fp32 eager, and best against
   best (the reference exported to ONNX and run on ONNX Runtime and OpenVINO). The rebuild of
-  LR-ASPP (the registry's ``lraspp_mobilenet_v3_large`` where registered, else
-  ``lraspp.py``) stands in for torchvision's where torchvision is missing.
+  LR-ASPP (the registry's ``lraspp_mobilenet_v3_large``) stands in for torchvision's where
+  torchvision is missing.
 
 The host is shared: every table names its rounds, and the load average is recorded (a busy
 host is flagged). Compare ratios of one run.
@@ -921,13 +921,8 @@ def reference_pairs() -> list[tuple[str, Callable[[], nn.Module], Callable[[], n
 
 
 def lraspp_rebuild() -> nn.Module:
-    """The rebuild of torchvision's LR-ASPP: the registry's where registered, else
-    ``benchmarks/lraspp.py``."""
-    if "lraspp_mobilenet_v3_large" in list_models():
-        return create_model("lraspp_mobilenet_v3_large", NUM_CLASSES)
-    from lraspp import lraspp_mobilenet_v3_large
-
-    return lraspp_mobilenet_v3_large(NUM_CLASSES)
+    """semseg's ``lraspp_mobilenet_v3_large``: torchvision's layers on our MobileNetV3."""
+    return create_model("lraspp_mobilenet_v3_large", NUM_CLASSES)
 
 
 def raw_onnx_runs(model: nn.Module, threads: int) -> dict[str, Run]:

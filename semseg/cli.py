@@ -92,6 +92,13 @@ def _max_pixels_option(
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt if present.")
 @_max_pixels_option(None, f"the recipe's data.max_pixels, {DEFAULT_MAX_PIXELS}")
 @click.option(
+    "--holdout",
+    multiple=True,
+    metavar="GROUP",
+    help="Validate on this group of frames (CamVid: a drive, e.g. 0006R0) and train on the "
+    "other frames of the train and val splits (data.holdout_groups); repeatable.",
+)
+@click.option(
     "--device",
     help="torch device (default: cuda if available, else cpu; cuda:LOCAL_RANK under torchrun).",
 )
@@ -105,6 +112,7 @@ def train(
     more_overrides: tuple[str, ...],
     resume: bool,
     max_pixels: int | None,
+    holdout: tuple[str, ...],
     device: str | None,
 ) -> None:
     """Train a model; keeps OUT/best.pt (val mIoU) and OUT/last.pt.
@@ -116,8 +124,12 @@ def train(
     from semseg.engine.trainer import Trainer
 
     limit = (f"data.max_pixels={max_pixels}",) if max_pixels is not None else ()
-    config = _recipe_with_data(recipe, overrides + more_overrides + limit, data, data_format)
-    out_dir = Path(out or Path("runs") / Path(recipe).stem)
+    extra = overrides + more_overrides + limit
+    if holdout:
+        extra += ("data.holdout_groups=[" + ", ".join(holdout) + "]",)
+    config = _recipe_with_data(recipe, extra, data, data_format)
+    run_name = "-".join([Path(recipe).stem, *(["holdout", *holdout] if holdout else [])])
+    out_dir = Path(out or Path("runs") / run_name)
     with distributed.process_group(device) as process_device:
         trainer = Trainer(config, out_dir, resume=resume, device=str(process_device))
         if trainer.is_main:
@@ -244,7 +256,11 @@ _batch_option = click.option(
 @_model_file_option
 @_data_option
 @_format_option
-@click.option("--split", default="val", show_default=True, help="Split to score (val, test...).")
+@click.option(
+    "--split",
+    help="Split to score (val, test...) [default: the recipe's validation frames: the held-out "
+    "groups of data.holdout_groups, else data.val_split].",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write scores here.")
 @click.option(
     "--plots",
@@ -266,7 +282,7 @@ def evaluate(
     checkpoint: str,
     data: str | None,
     data_format: str | None,
-    split: str,
+    split: str | None,
     json_path: str | None,
     plots_dir: str | None,
     batch_size: int,
@@ -286,7 +302,7 @@ def evaluate(
     """
     from semseg.checkpoint import Checkpoint
     from semseg.engine import distributed
-    from semseg.engine.build import build_dataset
+    from semseg.engine.build import build_dataset, build_datasets
     from semseg.engine.evaluate import evaluate as score
     from semseg.report import scores_table
 
@@ -295,7 +311,12 @@ def evaluate(
     if max_pixels is not None:
         data_config = data_config.model_copy(update={"max_pixels": max_pixels})
     with distributed.process_group(device) as process_device:
-        dataset = build_dataset(data_config, split)
+        if split is None:
+            dataset = build_datasets(data_config).val
+            held_out = data_config.holdout_groups
+            split = f"held-out {', '.join(held_out)}" if held_out else data_config.val_split
+        else:
+            dataset = build_dataset(data_config, split)
         predictor = _load_predictor(model_file, str(process_device), inference, len(dataset))
         try:
             evaluation = score(
@@ -824,9 +845,11 @@ def models() -> None:
     """List the model names a recipe's model.name accepts."""
     from semseg.models import MODELS, list_models
 
-    for name in list_models():
+    names = list_models()
+    width = max(map(len, names)) + 2
+    for name in names:
         doc = (MODELS[name].__doc__ or "").strip().splitlines()
-        click.echo(f"{name:<22}{doc[0] if doc else ''}")
+        click.echo(f"{name:<{width}}{doc[0] if doc else ''}")
 
 
 @main.command()
