@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from realtime_latency import cpu_name  # benchmarks/ is on sys.path when this script runs
 
 from semseg.checkpoint import Checkpoint
 from semseg.config import Recipe, load_recipe
 from semseg.engine.trainer import Trainer
+from semseg.hardware import describe_machine
 
 CAMVID_DRIVES = ("0006R0", "0001TP", "0016E5")
 PLAIN = "val split"
@@ -91,7 +91,7 @@ def write_report(folds: list[dict], plain: dict | None, args: argparse.Namespace
         f"# Leave-one-drive-out validation of recipe `{args.recipe}`",
         "",
         f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
-        f"- machine: {cpu_name()} ({platform.machine()}, {os.cpu_count()} CPUs), "
+        f"- machine: {describe_machine().cpu_model} ({platform.machine()}, {os.cpu_count()} CPUs), "
         f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} at the end; "
         f"Python {platform.python_version()}, torch {torch.__version__}",
         f"- recipe: model {recipe.model.name} {json.dumps(recipe.model.arguments)}, "

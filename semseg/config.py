@@ -200,10 +200,35 @@ class TrainConfig(_Section):
     instead of each process's batch; no effect in a single process. Needs CUDA (NCCL)."""
     ema: EmaConfig | None = None
     """An exponential moving average of the weights, e.g. ``{decay: 0.999}``; None: off."""
-    amp: Literal["bf16", "fp16"] | None = None
-    """Mixed precision: autocast forward and loss to bfloat16 or float16 (float16 with a
-    gradient scaler). On CPUs bf16 was faster than float32 on this project's AVX512-BF16 machine,
-    fp16 much slower (a warning)."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    """Arithmetic of the forward pass: ``bf16`` or ``fp16`` autocast (convolutions and matrix
+    products in 16 bits; the optimizer keeps and updates float32 weights, the loss and the
+    metrics are float32; bf16 on the CPU also trains channels-last), or ``fp32``. ``auto``
+    is bf16 on CPUs with AMX-BF16 (training steps took 0.45-0.82x the fp32 time there,
+    ``benchmarks/results/speed.md``) and on CUDA devices that support it, fp32 elsewhere (on
+    an AMD EPYC with AVX-512 BF16 but no AMX, bf16 was no faster). ``fp16`` adds a gradient
+    scaler and is for GPUs: on CPUs it ran 12-15x slower than fp32 (a warning). Replaces
+    ``amp``: ``amp: bf16``, ``fp16`` and ``null`` are read as ``precision: bf16``, ``fp16``
+    and ``fp32``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _amp_is_precision(cls, data: Any) -> Any:
+        """Recipes and checkpoints written before ``precision`` existed said ``amp``."""
+        if not isinstance(data, dict) or "amp" not in data:
+            return data
+        data = dict(data)
+        amp = data.pop("amp")
+        mapped = {None: "fp32", "bf16": "bf16", "fp16": "fp16"}.get(amp)
+        if mapped is None:
+            raise ValueError(f"train.amp (now train.precision) must be bf16, fp16 or null, "
+                             f"got {amp!r}")  # fmt: skip
+        if data.setdefault("precision", mapped) != mapped:
+            raise ValueError(
+                f"train.amp={amp!r} (the old name of train.precision) contradicts "
+                f"train.precision={data['precision']!r}; keep only train.precision"
+            )
+        return data
 
 
 class Recipe(_Section):

@@ -53,12 +53,13 @@ from semseg.engine.build import build_class_weights, build_datasets, build_loss,
 from semseg.engine.ema import WeightEma
 from semseg.engine.evaluate import Evaluation, evaluate
 from semseg.engine.init_from import init_from_checkpoint
+from semseg.hardware import Machine, describe_machine
 from semseg.inference.predictor import Predictor
 from semseg.models import create_model
 from semseg.models.pretrained import LoadReport, load_pretrained_encoder
 from semseg.plots import plot_scores, plot_training_curves
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def derived_seed(*parts: int) -> int:
@@ -133,7 +134,13 @@ class Trainer:
         _check_same_start(training, last, self.world_size)
         self.recipe = recipe
         train = recipe.train
-        _check_precision_options(train.sync_batchnorm, train.amp, self.device)
+        self.precision, self.precision_reason = training_precision(
+            train.precision, self.device, describe_machine()
+        )
+        _check_precision_options(train.sync_batchnorm, self.precision, self.device)
+        self.channels_last = train.channels_last or (
+            self.precision == "bf16" and self.device.type == "cpu"
+        )
 
         check_data(recipe.data, (recipe.data.train_split, recipe.data.val_split), self.progress)
         datasets = build_datasets(recipe.data, recipe.augment, seed=recipe.seed)
@@ -161,7 +168,7 @@ class Trainer:
             )
             if self.is_main:
                 print(transfer.report(), flush=True)
-        if train.channels_last:
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if train.sync_batchnorm and self.world_size > 1:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -180,7 +187,7 @@ class Trainer:
             self.device
         )
         self.optimizer = self._make_optimizer(encoder)
-        self.scaler = torch.amp.GradScaler(self.device.type) if train.amp == "fp16" else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         # The per-process batch shrinks when the train split is smaller than the global batch.
         self.batch_size = min(train.batch_size, len(self.train_set) // self.world_size)
         if self.batch_size < 1:
@@ -369,11 +376,13 @@ class Trainer:
         # Rank 0 draws the dropout masks a single process would; other ranks draw their own.
         seeds = (self.recipe.seed, epoch, step) + ((self.rank,) if self.rank else ())
         torch.manual_seed(derived_seed(*seeds))
-        memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         images = images.to(self.device, memory_format=memory_format)
         masks = masks.to(self.device)
-        with torch.autocast(self.device.type, AMP_DTYPES.get(train.amp), enabled=bool(train.amp)):
-            loss = self.loss(self.network(images), masks)
+        dtype = AUTOCAST_DTYPES.get(self.precision)
+        with torch.autocast(self.device.type, dtype, enabled=dtype is not None):
+            logits = self.network(images)
+        loss = self.loss(logits.float(), masks)  # the loss in float32 whatever the precision
         # Every process gets the same value, so all of them stop together on a bad loss.
         mean_loss = distributed.mean_over_processes(loss)
         if not torch.isfinite(mean_loss):
@@ -461,16 +470,33 @@ def _check_same_start(training: dict[str, Any] | None, source: Path, world_size:
         )
 
 
-def _check_precision_options(sync_batchnorm: bool, amp: str | None, device: torch.device) -> None:
+def training_precision(setting: str, device: torch.device, machine: Machine) -> tuple[str, str]:
+    """The precision a run with ``train.precision`` = ``setting`` trains in, and why.
+
+    ``auto`` is bf16 on a CPU with AMX-BF16 and on a CUDA device that supports bf16, fp32
+    elsewhere: on CPUs without AMX bf16 autocast was measured no faster than fp32. Training
+    is not probed: a measurement would cost training steps.
+    """
+    if setting != "auto":
+        return setting, f"train.precision={setting}"
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        return ("bf16" if bf16 else "fp32"), f"auto: {device} {'has' if bf16 else 'has no'} bf16"
+    if device.type == "cpu" and machine.amx:
+        return "bf16", f"auto: {machine.cpu_model} has AMX-BF16"
+    return "fp32", f"auto: {machine.cpu_model} has no AMX-BF16"
+
+
+def _check_precision_options(sync_batchnorm: bool, precision: str, device: torch.device) -> None:
     if sync_batchnorm and device.type != "cuda":
         raise ValueError(
             f"train.sync_batchnorm needs CUDA devices (NCCL); this run is on {device}, where "
             "PyTorch has no SyncBatchNorm: set train.sync_batchnorm=false"
         )
-    if amp == "fp16" and device.type == "cpu":
+    if precision == "fp16" and device.type == "cpu":
         warnings.warn(
-            "train.amp='fp16' on cpu: float16 autocast ran 12-15x slower than float32 on this "
-            "project's CPU; use train.amp=bf16 or null",
+            "train.precision='fp16' on cpu: float16 autocast ran 12-15x slower than float32 on "
+            "this project's CPU; use train.precision=bf16, fp32 or auto",
             stacklevel=3,
         )
 
