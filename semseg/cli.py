@@ -642,6 +642,7 @@ def drivable(
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
 @_inference_options
+@_engine_options
 @click.option("--device", help="torch device (PyTorch checkpoints).")
 @_friendly_errors
 def serve(

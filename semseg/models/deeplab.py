@@ -152,24 +152,6 @@ def _backbone(name: str, output_stride: int, width_divisor: int) -> nn.Module:
     raise ValueError(f"backbone {name!r} is not one of {', '.join(BACKBONES)}")
 
 
-def _create(
-    num_classes: int,
-    backbone: str,
-    output_stride: int,
-    aspp_rates: Sequence[int],
-    separable: bool,
-    decoder: bool,
-    encoder_weights: str | Path | None,
-    width_divisor: int,
-) -> DeepLab:
-    model = DeepLab(
-        num_classes, backbone, output_stride, tuple(aspp_rates), separable, decoder, width_divisor
-    )
-    if encoder_weights is not None:
-        load_pretrained_encoder(model.encoder, encoder_weights)
-    return model
-
-
 def _variant(decoder: bool, separable_default: bool, doc: str) -> Callable[..., DeepLab]:
     """The registry constructor of DeepLabV3+ (``decoder``) or DeepLabV3."""
 
@@ -182,10 +164,11 @@ def _variant(decoder: bool, separable_default: bool, doc: str) -> Callable[..., 
         encoder_weights: str | Path | None = None,
         width_divisor: int = 1,
     ) -> DeepLab:
-        return _create(
-            num_classes, backbone, output_stride, aspp_rates, separable, decoder,
-            encoder_weights, width_divisor,
-        )  # fmt: skip
+        model = DeepLab(num_classes, backbone, output_stride, tuple(aspp_rates), separable,
+                        decoder, width_divisor)  # fmt: skip
+        if encoder_weights is not None:
+            load_pretrained_encoder(model.encoder, encoder_weights)
+        return model
 
     create.__name__ = create.__qualname__ = "deeplabv3plus" if decoder else "deeplabv3"
     create.__doc__ = doc
