@@ -6,7 +6,9 @@ ground truth's.
         --data /work/shared/data/camvid [--limit N] [--threads 2] [--scales 0.75 1 1.25] \\
         [--tile 240 320] [--overlap 0.25] [--calibration 16] [--out FILE]
 
-Methods, each a :class:`semseg.inference.predictor.Predictor` run on one val image at a time (batch 1):
+Methods, each a :class:`semseg.inference.predictor.Predictor` scored by
+:func:`semseg.engine.evaluate.evaluate` (the scorer ``semseg evaluate`` uses), one val image at
+a time (batch 1):
 
 - ``plain``: the whole image once, PyTorch eager with BatchNorm fused and channels-last
   (what ``semseg predict`` runs);
@@ -14,17 +16,17 @@ Methods, each a :class:`semseg.inference.predictor.Predictor` run on one val ima
 - ``multi-scale + flip``: every scale of ``--scales``, each with its mirror;
 - ``sliding window``: ``--tile`` tiles overlapping by ``--overlap``, Gaussian-blended;
 - ``onnxruntime fp32`` / ``onnxruntime int8``: the checkpoint exported by
-  :func:`semseg.inference.export.export_onnx`, float32 and static int8 calibrated on ``--calibration``
-  train images spread evenly over the train list, loaded by
-  :func:`semseg.inference.predictor.load_predictor` as ``semseg predict`` loads an ``.onnx`` file and run
-  by ONNX Runtime with ``--threads`` threads, whole image once.
+  :func:`semseg.inference.export.export_onnx`, float32 and static int8 calibrated on
+  ``--calibration`` train images spread evenly over the train list, loaded by
+  ``Predictor.from_checkpoint`` as ``semseg predict`` loads an ``.onnx`` file and run by ONNX
+  Runtime with ``--threads`` threads, whole image once.
 
-Every image goes through all methods in turn, after one warm-up image, so load from other
-processes on a shared machine spreads over all of them. Seconds per image are the wall-clock
-time of ``Predictor.predict`` (normalisation, forward passes, softmax, argmax); ratios use the
-median, which load spikes from other processes move least. mIoU and pixel accuracy come from
-one confusion matrix over all images, void pixels not counted; the 95% interval of an mIoU
-change is a paired bootstrap over images (1000 resamples).
+Each method scores the images after one warm-up image. Seconds per image are the wall-clock
+time between consecutive images of the scorer (decoding, normalisation, forward passes,
+softmax, argmax, counting); ratios use the median, which load spikes from other processes move
+least. So the mIoU of ``flip`` here is the figure ``semseg evaluate --hflip`` prints. mIoU and
+pixel accuracy come from one confusion matrix over all images, void pixels not counted; the 95%
+interval of an mIoU change is a paired bootstrap over images (1000 resamples).
 
 Drivable space: :func:`semseg.drivable.extract_drivable` with its default parameters and the
 Road class, on the predicted label map and on the ground-truth label map. Void ground-truth
@@ -50,12 +52,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
-from tqdm import tqdm
 
-from semseg.checkpoint import build_model_from, load_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.data.dataset import FileDataset
 from semseg.data.formats import list_split
 from semseg.data.io import read_image
+from semseg.engine.evaluate import evaluate
 from semseg.engine.metrics import ConfusionMatrix, SegmentationScores
 from semseg.hardware import describe_machine
 from semseg.inference.drivable import DrivableSpace, drivable_iou, extract_drivable
@@ -64,7 +66,7 @@ from semseg.inference.export import export_onnx
 from semseg.inference.predictor import Predictor
 from semseg.inference.sliding_window import tile_starts
 from semseg.inference.tta import InferenceOptions
-from semseg.labels import IGNORE_INDEX, LabelSet
+from semseg.labels import IGNORE_INDEX
 
 HEIGHT, WIDTH = 360, 480
 PLAIN, FLIP, MULTI_SCALE, SLIDING = "plain", "flip", "multi-scale + flip", "sliding window"
@@ -128,15 +130,31 @@ class Tally:
 def torch_methods(
     checkpoint_path: Path, options: dict[str, InferenceOptions]
 ) -> dict[str, Predictor]:
-    """A PyTorch predictor of the checkpoint for each entry of ``options``."""
-    checkpoint = load_checkpoint(checkpoint_path)
-    model = build_model_from(checkpoint, str(checkpoint_path))
-    labels = LabelSet.from_dict(checkpoint["labels"])
-    norm = checkpoint["normalisation"]
+    """A PyTorch fp32 predictor of the checkpoint for each entry of ``options``."""
+    checkpoint = Checkpoint.load(checkpoint_path)
     return {
-        name: Predictor(model, labels, norm["mean"], norm["std"], "cpu", option)
+        name: Predictor.from_checkpoint(checkpoint, "cpu", option, backend="torch")
         for name, option in options.items()
     }
+
+
+class FirstImages:
+    """The first ``count`` samples of ``dataset``, checked to be CamVid-sized."""
+
+    def __init__(self, dataset: FileDataset, count: int) -> None:
+        self.dataset, self.count, self.labels = dataset, count, dataset.labels
+
+    def __len__(self) -> int:
+        return self.count
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image, truth = self.dataset.read(index)
+        if image.shape[:2] != (HEIGHT, WIDTH):
+            raise ValueError(
+                f"{self.dataset.files.samples[index].image}: image is {image.shape[1]}x"
+                f"{image.shape[0]} (WxH), this benchmark expects CamVid's {WIDTH}x{HEIGHT}"
+            )
+        return image, truth
 
 
 @dataclass(frozen=True)
@@ -159,48 +177,67 @@ def export_methods(
         start = time.perf_counter()
         path = export_onnx(checkpoint_path, folder / f"{name.split()[-1]}.onnx", calibration=images)
         seconds = time.perf_counter() - start
-        predictor = Predictor.from_checkpoint(path, threads=threads)
+        predictor = Predictor.from_checkpoint(path, threads=threads, backend="onnxruntime")
         exported[name] = Exported(predictor, path.stat().st_size / 1e6, seconds)
     return exported
 
 
-def evaluate(
+class ImageCounter:
+    """``on_image`` of :func:`~semseg.engine.evaluate.evaluate`: adds each scored image to a
+    tally, with the seconds since the previous one; the first method's labels become the
+    reference the others' agreement is counted against."""
+
+    def __init__(
+        self,
+        tally: Tally,
+        reference: dict[int, np.ndarray],
+        truth_spaces: dict[int, DrivableSpace],
+        drivable_ids: list[int],
+    ) -> None:
+        self.tally, self.reference = tally, reference
+        self.truth_spaces, self.drivable_ids = truth_spaces, drivable_ids
+        self.last = time.perf_counter()
+
+    def __call__(self, index: int, predicted: np.ndarray, truth: np.ndarray) -> None:
+        now = time.perf_counter()
+        self.tally.seconds.append(now - self.last)
+        self.last = now
+        reference = self.reference.setdefault(index, predicted)
+        self.tally.add(predicted, truth, reference, self.truth_spaces[index], self.drivable_ids)
+
+
+def score_methods(
     methods: dict[str, Predictor], dataset: FileDataset, count: int
 ) -> tuple[dict[str, Tally], dict[str, int]]:
-    """Run every method on the first ``count`` images of ``dataset``, in turns per image.
+    """Score every method on the first ``count`` images of ``dataset`` with
+    :func:`semseg.engine.evaluate.evaluate`, the first method first (the others' agreement is
+    counted against its labels).
 
     Returns:
         The tally of each method, and counts over the ground truth: ``pixels``, ``void``
         pixels, ``columns``, columns without a drivable bottom pixel (``no_boundary``), and
         among those, columns whose bottom pixel is void (``void_bottom``).
     """
-    labels = next(iter(methods.values())).labels
+    images = FirstImages(dataset, count)
+    labels = images.labels
     drivable_ids = drivable_class_ids(labels)
     tallies = {name: Tally(labels.num_classes) for name in methods}
     truth_counts = dict.fromkeys(("pixels", "void", "columns", "no_boundary", "void_bottom"), 0)
-    warm_up = dataset.read(0)[0]
-    for predictor in methods.values():
-        predictor.predict(warm_up)
-    for index in tqdm(range(count), desc="val", unit="img"):
-        image, truth = dataset.read(index)
-        if image.shape[:2] != (HEIGHT, WIDTH):
-            raise ValueError(
-                f"{dataset.files.samples[index].image}: image is {image.shape[1]}x"
-                f"{image.shape[0]} (WxH), this benchmark expects CamVid's {WIDTH}x{HEIGHT}"
-            )
-        truth_space = extract_drivable(truth, drivable_classes=drivable_ids)
+    truth_spaces: dict[int, DrivableSpace] = {}
+    for index in range(count):
+        truth = images.read(index)[1]
+        truth_spaces[index] = extract_drivable(truth, drivable_classes=drivable_ids)
         truth_counts["pixels"] += truth.size
         truth_counts["void"] += int(np.count_nonzero(truth == IGNORE_INDEX))
         truth_counts["columns"] += truth.shape[1]
-        truth_counts["no_boundary"] += int(np.count_nonzero(truth_space.boundary < 0))
+        truth_counts["no_boundary"] += int(np.count_nonzero(truth_spaces[index].boundary < 0))
         truth_counts["void_bottom"] += int(np.count_nonzero(truth[-1] == IGNORE_INDEX))
-        reference = None
-        for name, predictor in methods.items():
-            start = time.perf_counter()
-            predicted = predictor.predict(image).labels
-            tallies[name].seconds.append(time.perf_counter() - start)
-            reference = predicted if reference is None else reference
-            tallies[name].add(predicted, truth, reference, truth_space, drivable_ids)
+    reference: dict[int, np.ndarray] = {}
+    for name, predictor in methods.items():
+        predictor.predict(images.read(0)[0])  # warm-up
+        counter = ImageCounter(tallies[name], reference, truth_spaces, drivable_ids)
+        evaluate(predictor, images, boundary=False, progress=True, description=name,
+                 on_image=counter)  # fmt: skip
     return tallies, truth_counts
 
 
@@ -352,12 +389,11 @@ def summary(scores: dict[str, SegmentationScores], tallies: dict[str, Tally]) ->
 
 
 def describe(checkpoint: Path) -> str:
-    stored = load_checkpoint(checkpoint)
-    model, training = stored["model"], stored["training"]
-    data = stored["recipe"]["data"]
+    stored = Checkpoint.load(checkpoint)
+    training, data = stored.training or {}, (stored.recipe or {}).get("data", {})
     return (
-        f"{model['name']} {model['arguments']}, {training['epoch']} epochs on {data['format']} "
-        f"data, validation mIoU {training['best_miou']:.4f}"
+        f"{stored.model_name} {stored.model_args}, {training.get('epoch')} epochs on "
+        f"{data.get('format')} data, validation mIoU {training.get('best_miou', float('nan')):.4f}"
     )
 
 
@@ -390,7 +426,7 @@ def main() -> None:
         exported = export_methods(args.checkpoint, Path(folder), calibration, args.threads)
         methods = torch_methods(args.checkpoint, options)
         methods |= {name: export.predictor for name, export in exported.items()}
-        tallies, truth_counts = evaluate(methods, dataset, count)
+        tallies, truth_counts = score_methods(methods, dataset, count)
     load_after = os.getloadavg()[0]
     scores = {name: scores_of(torch.stack(tally.confusions)) for name, tally in tallies.items()}
     names = next(iter(methods.values())).labels.names
