@@ -44,9 +44,8 @@ import numpy as np
 import torch
 from PIL import Image
 from realtime_latency import LRASPP  # benchmarks/ is on sys.path when this script runs
-from torch.utils.data import DataLoader
 
-from semseg.checkpoint import build_model_from, load_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.config import load_recipe
 from semseg.engine.build import build_dataset
 from semseg.engine.evaluate import evaluate
@@ -182,9 +181,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     Trainer(recipe, run_dir, resume=True, progress=not args.quiet).fit()
     predictor = load_variant(variant, args.runs)
     val_set = build_dataset(recipe.data, recipe.data.val_split)
-    scores = evaluate(
-        predictor.model, DataLoader(val_set, batch_size=1), val_set.labels.num_classes
-    ).to_dict(val_set.labels)
+    scores = evaluate(predictor, val_set).to_dict(val_set.labels)
     class_ids = [val_set.labels.names.index(name) for name in OBJECT_CLASSES]
     found = []
     for index in range(len(val_set)):
@@ -192,9 +189,9 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
         found += object_recall(predictor.predict(image).labels, truth, class_ids)
     scores["object_recall_by_size"] = recall_by_size(found)
     # Counted on the trained model: the predictor's has BatchNorm folded into the convolutions.
-    trained_model = build_model_from(load_checkpoint(run_dir / "best.pt"))
+    trained_model = Checkpoint.load(run_dir / "best.pt").build_model()
     scores["parameters"] = sum(p.numel() for p in trained_model.parameters())
-    history = load_checkpoint(run_dir / "last.pt")["training"]["history"]
+    history = Checkpoint.load(run_dir / "last.pt").training["history"]
     scores["train_images_per_s"] = float(np.median([r["images_per_s"] for r in history]))
     scores["epochs"] = len(history)
     return scores

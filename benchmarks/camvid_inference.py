@@ -62,7 +62,7 @@ from semseg.engine.metrics import ConfusionMatrix, SegmentationScores
 from semseg.inference.drivable import DrivableSpace, drivable_iou, extract_drivable
 from semseg.inference.drivable_files import drivable_class_ids
 from semseg.inference.export import export_onnx
-from semseg.inference.predictor import Predictor, load_predictor
+from semseg.inference.predictor import Predictor
 from semseg.inference.sliding_window import tile_starts
 from semseg.inference.tta import InferenceOptions
 from semseg.labels import IGNORE_INDEX, LabelSet
@@ -160,7 +160,7 @@ def export_methods(
         start = time.perf_counter()
         path = export_onnx(checkpoint_path, folder / f"{name.split()[-1]}.onnx", calibration=images)
         seconds = time.perf_counter() - start
-        predictor = load_predictor(path, threads=threads)
+        predictor = Predictor.from_checkpoint(path, threads=threads)
         exported[name] = Exported(predictor, path.stat().st_size / 1e6, seconds)
     return exported
 

@@ -1,4 +1,5 @@
-"""The ``semseg`` command line: demo, train, evaluate, predict, export, drivable, stats, models."""
+"""The ``semseg`` command line: demo, train, evaluate, predict, export, drivable, check, stats,
+models."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Any
 import click
 
 from semseg.config import Recipe, load_recipe
+from semseg.data.io import DEFAULT_MAX_PIXELS
+from semseg.inference.drivable import HOLE_FRACTION, ISLAND_FRACTION
 
 # Errors a user can cause (bad file, bad key, bad value) are shown as one line without a
 # traceback; SEMSEG_DEBUG=1 shows the traceback.
@@ -37,6 +40,8 @@ def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.version_option(package_name="semseg")
 def main() -> None:
     """Semantic segmentation with convolutional networks."""
+    # albumentations asks PyPI for a newer version on import; the command line runs offline.
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def _recipe_with_data(
@@ -64,6 +69,17 @@ _overrides_option = click.option(
 )
 
 
+def _max_pixels_option(
+    default: int | None, default_text: str | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--max-pixels", default=default, show_default=default_text or True,
+        type=click.IntRange(min=1),
+        help="Refuse images whose header claims more pixels, before decoding them "
+        "(decompression bombs).",
+    )  # fmt: skip
+
+
 @main.command()
 @click.option("--recipe", required=True, help="Recipe file, or a shipped recipe name (demo).")
 @_data_option
@@ -72,6 +88,7 @@ _overrides_option = click.option(
 @_overrides_option
 @click.argument("more_overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt if present.")
+@_max_pixels_option(None, f"the recipe's data.max_pixels, {DEFAULT_MAX_PIXELS}")
 @click.option(
     "--device",
     help="torch device (default: cuda if available, else cpu; cuda:LOCAL_RANK under torchrun).",
@@ -85,6 +102,7 @@ def train(
     overrides: tuple[str, ...],
     more_overrides: tuple[str, ...],
     resume: bool,
+    max_pixels: int | None,
     device: str | None,
 ) -> None:
     """Train a model; keeps OUT/best.pt (val mIoU) and OUT/last.pt.
@@ -95,10 +113,14 @@ def train(
     from semseg.engine import distributed
     from semseg.engine.trainer import Trainer
 
-    config = _recipe_with_data(recipe, overrides + more_overrides, data, data_format)
+    limit = (f"data.max_pixels={max_pixels}",) if max_pixels is not None else ()
+    config = _recipe_with_data(recipe, overrides + more_overrides + limit, data, data_format)
     out_dir = Path(out or Path("runs") / Path(recipe).stem)
     with distributed.process_group(device) as process_device:
         trainer = Trainer(config, out_dir, resume=resume, device=str(process_device))
+        if trainer.is_main and trainer.encoder_report is not None:
+            source = config.model.arguments["encoder_weights"]
+            click.echo(f"encoder weights from {source}: {trainer.encoder_report}")
         evaluation = trainer.fit()
     if not trainer.is_main:
         return
@@ -109,72 +131,6 @@ def train(
     click.echo(f"run folder: {out_dir}")
 
 
-@main.command()
-@click.option("--checkpoint", required=True, type=click.Path(dir_okay=False))
-@_data_option
-@_format_option
-@click.option("--split", default="val", show_default=True, help="Split to score (val, test...).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write scores here.")
-@click.option(
-    "--batch-size", default=1, show_default=True, help="Images per forward pass (per process)."
-)
-@click.option("--no-boundary", is_flag=True, help="Skip the boundary F1 score.")
-@click.option("--device", help="torch device (cuda:LOCAL_RANK under torchrun).")
-@_friendly_errors
-def evaluate(
-    checkpoint: str,
-    data: str | None,
-    data_format: str | None,
-    split: str,
-    json_path: str | None,
-    batch_size: int,
-    no_boundary: bool,
-    device: str | None,
-) -> None:
-    """Score a checkpoint: per-class IoU, mIoU, accuracies, fwIoU, boundary F1.
-
-    Under torchrun each process scores every WORLD_SIZE-th image and the counts are summed:
-    the scores equal a single process's; rank 0 prints and writes them.
-    """
-    from semseg.checkpoint import load_checkpoint
-    from semseg.engine import distributed
-    from semseg.engine.build import build_dataset
-    from semseg.engine.evaluate import evaluate_dataset
-    from semseg.inference.predictor import Predictor
-    from semseg.report import scores_table
-
-    with distributed.process_group(device) as process_device:
-        predictor = Predictor.from_checkpoint(checkpoint, str(process_device))
-        data_config = load_recipe(base=load_checkpoint(checkpoint)["recipe"]).data
-        if data is not None:
-            data_config = data_config.model_copy(update={"root": data, "format": data_format})
-        elif data_format is not None:
-            data_config = data_config.model_copy(update={"format": data_format})
-        dataset = build_dataset(data_config, split)
-        if dataset.labels.names != predictor.labels.names:
-            raise click.ClickException(
-                f"{checkpoint}: model classes {list(predictor.labels.names)} do not match the "
-                f"dataset's {list(dataset.labels.names)}"
-            )
-        result = evaluate_dataset(
-            predictor.model,
-            dataset,
-            predictor.labels.num_classes,
-            batch_size=batch_size,
-            boundary=not no_boundary,
-            progress=True,
-            description=f"evaluate {split}",
-        ).to_dict(predictor.labels)
-        main_process = distributed.is_main_process()
-    if not main_process:
-        return
-    click.echo(scores_table(result))
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2))
-        click.echo(f"scores written to {json_path}")
-
-
 def _scales(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in value.split(","))
@@ -183,7 +139,7 @@ def _scales(ctx: click.Context, param: click.Parameter, value: str) -> tuple[flo
 
 
 def _inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Tiling, padding and test-time augmentation options (see InferenceOptions), threads."""
+    """Tiling and test-time augmentation options (see InferenceOptions), threads."""
     options = [
         click.option("--tile-size", nargs=2, type=int, metavar="H W",
                      help="Sliding-window tiles of H x W pixels (default: the whole image)."),
@@ -193,8 +149,6 @@ def _inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True, help="Weights of tile logits where tiles overlap."),
         click.option("--tile-batch-size", default=4, show_default=True,
                      help="Tiles per forward pass (bounds memory)."),
-        click.option("--pad-mode", type=click.Choice(["reflect", "zeros"]), default="reflect",
-                     show_default=True, help="Padding up to the model's output stride."),
         click.option("--hflip", is_flag=True, help="Average with the mirrored image's result."),
         click.option("--scales", default="1.0", show_default=True, callback=_scales,
                      help="Comma-separated image scales whose probabilities are averaged."),
@@ -206,13 +160,25 @@ def _inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _load_predictor(checkpoint: str, device: str | None, inference: dict[str, Any]) -> Any:
-    from semseg.inference.predictor import load_predictor
+def _load_predictor(checkpoint: Any, device: str | None, inference: dict[str, Any]) -> Any:
+    """The predictor of ``checkpoint`` (a path or a loaded Checkpoint) with the command's
+    inference options; ``--threads`` sets PyTorch's process-wide thread count (said on
+    stderr) or ONNX Runtime's for the model."""
+    import torch
+
+    from semseg.checkpoint import Checkpoint
+    from semseg.inference.predictor import Predictor
     from semseg.inference.tta import InferenceOptions
 
+    inference = dict(inference)
     threads = inference.pop("threads")
     options = InferenceOptions(**{**inference, "tile_size": inference["tile_size"] or None})
-    return load_predictor(checkpoint, device, options, threads)
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = Checkpoint.load(checkpoint)
+    if threads is not None and not checkpoint.is_onnx:
+        torch.set_num_threads(threads)
+        click.echo(f"PyTorch threads set to {threads}", err=True)
+    return Predictor.from_checkpoint(checkpoint, device, options, threads)
 
 
 def _report(failures: list[tuple[Path, str]], total: int, out: str) -> None:
@@ -238,6 +204,107 @@ _batch_option = click.option(
 
 @main.command()
 @_model_file_option
+@_data_option
+@_format_option
+@click.option("--split", default="val", show_default=True, help="Split to score (val, test...).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write scores here.")
+@click.option(
+    "--plots",
+    "plots_dir",
+    type=click.Path(file_okay=False),
+    help="Write per_class_scores.png and confusion_matrix.png into this folder.",
+)
+@click.option(
+    "--batch-size", default=1, show_default=True, type=click.IntRange(min=1),
+    help="Images of one size per forward pass (per process).",
+)  # fmt: skip
+@click.option("--no-boundary", is_flag=True, help="Skip the boundary F1 score.")
+@_max_pixels_option(None, "the checkpoint's data.max_pixels")
+@_inference_options
+@click.option("--device", help="torch device (cuda:LOCAL_RANK under torchrun).")
+@_friendly_errors
+def evaluate(
+    checkpoint: str,
+    data: str | None,
+    data_format: str | None,
+    split: str,
+    json_path: str | None,
+    plots_dir: str | None,
+    batch_size: int,
+    no_boundary: bool,
+    max_pixels: int | None,
+    device: str | None,
+    **inference: Any,
+) -> None:
+    """Score a checkpoint (.pt) or an exported .onnx file: per-class IoU, mIoU, accuracies,
+    fwIoU, boundary F1.
+
+    The model runs exactly as `semseg predict` runs it, with the same inference options, so
+    the scores are those of the label maps predict writes. The dataset is the one the model
+    was trained on (from its recipe) unless --data / --format say otherwise; --data alone
+    keeps the recipe's format. Under torchrun each process scores every WORLD_SIZE-th image
+    and the counts are summed: rank 0 prints and writes the scores.
+    """
+    from semseg.checkpoint import Checkpoint
+    from semseg.engine import distributed
+    from semseg.engine.build import build_dataset
+    from semseg.engine.evaluate import evaluate as score
+    from semseg.report import scores_table
+
+    model_file = Checkpoint.load(checkpoint)
+    data_config = _evaluation_data(model_file, data, data_format)
+    if max_pixels is not None:
+        data_config = data_config.model_copy(update={"max_pixels": max_pixels})
+    with distributed.process_group(device) as process_device:
+        predictor = _load_predictor(model_file, str(process_device), inference)
+        dataset = build_dataset(data_config, split)
+        try:
+            evaluation = score(
+                predictor, dataset, batch_size=batch_size, workers=data_config.workers,
+                boundary=not no_boundary, progress=True, description=f"evaluate {split}",
+            )  # fmt: skip
+        except ValueError as error:
+            raise click.ClickException(f"{checkpoint}: {error}") from None
+        result = evaluation.to_dict(predictor.labels)
+        main_process = distributed.is_main_process()
+    if not main_process:
+        return
+    click.echo(scores_table(result))
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2))
+        click.echo(f"scores written to {json_path}")
+    if plots_dir:
+        from semseg.plots import plot_scores
+
+        written = plot_scores(result, plots_dir, f"{Path(checkpoint).name} on {split}")
+        click.echo(f"plots written to {', '.join(map(str, written))}")
+
+
+def _evaluation_data(checkpoint: Any, data: str | None, data_format: str | None) -> Any:
+    """The data section to score on: the checkpoint's recipe's, with ``--data`` replacing the
+    root (keeping the recipe's format unless ``--format`` names one)."""
+    from semseg.config import DataConfig
+
+    if checkpoint.recipe is not None:
+        config = load_recipe(base=checkpoint.recipe).data
+    elif data is None:
+        raise click.UsageError(
+            f"{checkpoint.source} carries no recipe (an ONNX file exported by an older semseg): "
+            "give --data (and --format)"
+        )
+    else:
+        config = DataConfig(root=data, format=data_format)
+    update: dict[str, Any] = {}
+    if data is not None:
+        update["root"] = data
+    if data_format is not None:
+        update["format"] = data_format
+    return config.model_copy(update=update) if update else config
+
+
+@main.command()
+@_model_file_option
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--alpha", default=0.5, show_default=True, help="Overlay opacity, 0..1.")
@@ -252,6 +319,7 @@ _batch_option = click.option(
     is_flag=True,
     help="Also write STEM_confidence.png: top-class probability as 8-bit grey.",
 )
+@_max_pixels_option(DEFAULT_MAX_PIXELS)
 @_inference_options
 @click.option("--device", help="torch device (PyTorch checkpoints).")
 @_friendly_errors
@@ -263,6 +331,7 @@ def predict(
     batch_size: int,
     probabilities: bool,
     confidence: bool,
+    max_pixels: int,
     device: str | None,
     **inference: Any,
 ) -> None:
@@ -276,8 +345,9 @@ def predict(
     predictor = _load_predictor(checkpoint, device, inference)
     paths = expand_inputs(inputs)
     failures = predict_files(
-        predictor, paths, Path(out), alpha, batch_size, probabilities, confidence
-    )
+        predictor, paths, Path(out), alpha, batch_size, probabilities, confidence,
+        max_pixels=max_pixels,
+    )  # fmt: skip
     _report(failures, len(paths), out)
 
 
@@ -322,25 +392,27 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX (dynamic batch, height, width; classes, colours and
     normalisation in the file's metadata). Run it with `semseg predict --checkpoint OUT`."""
+    from semseg.checkpoint import Checkpoint
     from semseg.inference.export import compare_onnx, export_onnx
 
     if calibration and not quantize:
         raise click.UsageError("--calibration is used only with --quantize")
-    images = _calibration_images(checkpoint, calibration, calibration_size) if quantize else None
-    export_onnx(checkpoint, out, opset, images)
+    model_file = Checkpoint.load(checkpoint)
+    images = _calibration_images(model_file, calibration, calibration_size) if quantize else None
+    export_onnx(model_file, out, opset, images)
     kind = f"int8 {export_format} (calibrated on {len(images)} images)" if images else export_format
     click.echo(f"{kind} model written to {out}")
     if check:
         from semseg.data.synthetic import render_scene
 
-        parity = compare_onnx(checkpoint, out, render_scene(0, 360, 480)[0])
+        parity = compare_onnx(model_file, out, render_scene(0, 360, 480)[0])
         click.echo(
             f"ONNX Runtime vs PyTorch on 360x480: max |logit difference| "
             f"{parity.max_abs_difference:.2e}, argmax agreement {parity.argmax_agreement:.4%}"
         )
 
 
-def _calibration_images(checkpoint: str, inputs: tuple[str, ...], count: int) -> list[Any]:
+def _calibration_images(checkpoint: Any, inputs: tuple[str, ...], count: int) -> list[Any]:
     """The first ``count`` images of ``inputs``, or of the checkpoint's validation split."""
     from semseg.data.io import read_image
 
@@ -348,15 +420,14 @@ def _calibration_images(checkpoint: str, inputs: tuple[str, ...], count: int) ->
         from semseg.inference.files import expand_inputs
 
         return [read_image(path) for path in expand_inputs(inputs)[:count]]
-    from semseg.checkpoint import load_checkpoint
     from semseg.engine.build import build_dataset
 
-    data = load_recipe(base=load_checkpoint(checkpoint)["recipe"]).data
+    data = load_recipe(base=checkpoint.recipe).data
     try:
         dataset = build_dataset(data, data.val_split)
     except (ValueError, OSError) as error:
         raise ValueError(
-            f"cannot read {checkpoint}'s validation images for calibration ({error}); "
+            f"cannot read {checkpoint.source}'s validation images for calibration ({error}); "
             "pass --calibration IMAGES"
         ) from None
     return [dataset.read(index)[0] for index in range(min(count, len(dataset)))]
@@ -369,7 +440,16 @@ def _calibration_images(checkpoint: str, inputs: tuple[str, ...], count: int) ->
 @click.option("--classes", help="Drivable classes: comma-separated names or train ids "
               "(default: the class named Road).")  # fmt: skip
 @click.option("--alpha", default=0.4, show_default=True, help="Tint opacity, 0..1.")
+@click.option("--hole-fraction", default=HOLE_FRACTION, show_default=True,
+              type=click.FloatRange(0, 1),
+              help="Enclosed non-drivable regions up to this fraction of the image area become "
+              "drivable (lane markings, label noise).")  # fmt: skip
+@click.option("--island-fraction", default=ISLAND_FRACTION, show_default=True,
+              type=click.FloatRange(0, 1),
+              help="Drivable regions touching the bottom row are kept from this fraction of the "
+              "image area up.")  # fmt: skip
 @_batch_option
+@_max_pixels_option(DEFAULT_MAX_PIXELS)
 @_inference_options
 @click.option("--device", help="torch device (PyTorch checkpoints).")
 @_friendly_errors
@@ -379,7 +459,10 @@ def drivable(
     out: str,
     classes: str | None,
     alpha: float,
+    hole_fraction: float,
+    island_fraction: float,
     batch_size: int,
+    max_pixels: int,
     device: str | None,
     **inference: Any,
 ) -> None:
@@ -391,8 +474,36 @@ def drivable(
     predictor = _load_predictor(checkpoint, device, inference)
     paths = expand_inputs(inputs)
     chosen = [c.strip() for c in classes.split(",")] if classes is not None else None
-    failures = drivable_files(predictor, paths, Path(out), chosen, alpha, batch_size)
+    failures = drivable_files(
+        predictor, paths, Path(out), chosen, alpha, batch_size,
+        hole_fraction=hole_fraction, island_fraction=island_fraction, max_pixels=max_pixels,
+    )  # fmt: skip
     _report(failures, len(paths), out)
+
+
+@main.command()
+@click.option("--data", required=True, type=click.Path(file_okay=False), help="Dataset folder.")
+@_format_option
+@click.option(
+    "--split",
+    "splits",
+    multiple=True,
+    help="A split to check (repeat for more) [default: every split present].",
+)
+@_max_pixels_option(DEFAULT_MAX_PIXELS)
+@_friendly_errors
+def check(data: str, data_format: str | None, splits: tuple[str, ...], max_pixels: int) -> None:
+    """List every problem of a dataset at once, with a count per kind: undecodable or truncated
+    images and masks, images over --max-pixels, masks of the wrong mode or size, label values
+    outside the classes, images without masks and masks without images. Reads headers and
+    mask values, not a training pass; `semseg train` runs the same check first. Exit status 1
+    when there are problems."""
+    from semseg.data.check import check_dataset
+
+    result = check_dataset(data, splits or None, data_format, max_pixels, progress=True)
+    click.echo(str(result))
+    if result.problems:
+        raise click.exceptions.Exit(1)
 
 
 @main.command()
@@ -426,6 +537,33 @@ def stats(data: str | None, data_format: str | None, split: str) -> None:
         )
     click.echo("\nIn a recipe: loss: {class_weights: median_frequency} computes the first column;")
     click.echo("or paste: loss: {class_weights: [" + ", ".join(f"{w:.4f}" for w in eigen) + "]}")
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def recipes(ctx: click.Context) -> None:
+    """List the shipped recipes with their purpose (`semseg recipes show NAME` prints one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from semseg.config import recipe_purpose, shipped_recipes
+
+    shipped = shipped_recipes()
+    width = max(map(len, shipped)) + 2
+    for name, text in shipped.items():
+        click.echo(f"{name:<{width}}{recipe_purpose(text)}")
+
+
+@recipes.command("show")
+@click.argument("name")
+@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@_friendly_errors
+def recipes_show(name: str, overrides: tuple[str, ...]) -> None:
+    """Print recipe NAME (shipped name or file) resolved: defaults filled in, overrides applied."""
+    import yaml
+
+    click.echo(
+        yaml.safe_dump(load_recipe(name, list(overrides)).to_dict(), sort_keys=False), nl=False
+    )
 
 
 @main.command()

@@ -17,6 +17,7 @@ any value from the command line (the value is parsed as YAML).
 from __future__ import annotations
 
 import copy
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from semseg.data.io import DEFAULT_MAX_PIXELS
 from semseg.models import model_arguments
 
 
@@ -47,6 +49,9 @@ class DataConfig(_Section):
     synthetic_image_size: tuple[int, int] = (128, 160)
     workers: int = Field(0, ge=0)
     """DataLoader worker processes (0 loads in the main process)."""
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    """Images and masks whose header claims more pixels are refused before decoding
+    (decompression bombs); see :data:`semseg.data.io.DEFAULT_MAX_PIXELS`."""
 
 
 class AugmentConfig(_Section):
@@ -102,6 +107,8 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(0, ge=0)
     val_every: int = Field(1, ge=1)
     """Validate every this many epochs (and after the last)."""
+    val_batch_size: int = Field(1, ge=1)
+    """Validation images of one size per forward pass (through the predictor)."""
     checkpoint_every: int = Field(0, ge=0)
     """Also write ``last.pt`` every this many steps inside an epoch (0: at epoch ends only)."""
     freeze_encoder_epochs: int = Field(0, ge=0)
@@ -109,7 +116,8 @@ class TrainConfig(_Section):
     encoder_lr_mult: float = Field(1.0, gt=0)
     """Learning-rate factor of the encoder once unfrozen."""
     threads: int | None = Field(None, ge=1)
-    """torch intra-op threads (None: PyTorch's default)."""
+    """torch intra-op threads while :meth:`Trainer.fit` runs (None: PyTorch's default); the
+    previous count is restored afterwards."""
     channels_last: bool = False
     sync_batchnorm: bool = False
     """Under torchrun on GPUs, BatchNorm statistics over the global batch (SyncBatchNorm)
@@ -130,6 +138,15 @@ class Recipe(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    def with_absolute_data_root(self) -> Recipe:
+        """This recipe with ``data.root`` absolute (``~`` expanded, relative to the working
+        directory, symbolic links kept), so a recipe saved in a checkpoint finds its data from
+        any folder."""
+        if self.data.root is None:
+            return self
+        root = os.path.abspath(os.path.expanduser(self.data.root))
+        return self.model_copy(update={"data": self.data.model_copy(update={"root": root})})
 
 
 def shipped_recipes() -> dict[str, str]:

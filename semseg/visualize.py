@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from semseg.labels import LabelSet
+
+LEGEND_MIN_ROW = 12
+LEGEND_MAX_ROW = 20
+"""Legend row heights in pixels: a swatch of ``row - 4`` and the class name beside it."""
 
 
 def colorize(label_map: np.ndarray, labels: LabelSet) -> np.ndarray:
@@ -25,7 +28,8 @@ def overlay(
     legend: bool = True,
     classes: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """Blend class colours over ``image`` and add a legend panel on the right.
+    """Blend class colours over ``image`` and add a legend panel (:func:`legend_panel`) on the
+    right.
 
     Args:
         image: (H, W, 3) uint8 RGB.
@@ -52,42 +56,27 @@ def overlay(
 
 
 def legend_panel(labels: LabelSet, classes: Sequence[int], height: int) -> np.ndarray:
-    """(height, width, 3) uint8 white panel with a colour swatch and name per class."""
+    """(height, width, 3) uint8 white panel with a colour swatch and the name of each class in
+    ``classes``, every one of them shown.
+
+    Rows are 20 pixels high, shrinking to 12 where that fits every class in one column; below
+    that the classes fill further columns, top to bottom then left to right (VOC's 21 classes
+    on a 128-pixel image take three columns of ten). A panel under 16 pixels high clips its
+    rows.
+    """
+    classes = list(classes)
     font = ImageFont.load_default()
-    row = max(12, min(20, height // max(len(classes), 1)))
-    width = 24 + 7 * max((len(labels.names[c]) for c in classes), default=4)
-    panel = Image.new("RGB", (width, height), (255, 255, 255))
+    row = max(LEGEND_MIN_ROW, min(LEGEND_MAX_ROW, (height - 4) // max(len(classes), 1)))
+    per_column = max(1, (height - 4) // row)
+    columns = max(1, math.ceil(len(classes) / per_column))
+    names = [labels.names[c] for c in classes]
+    column_width = row + 8 + math.ceil(max((font.getlength(n) for n in names), default=28.0))
+    panel = Image.new("RGB", (columns * column_width, height), (255, 255, 255))
     draw = ImageDraw.Draw(panel)
-    for position, class_id in enumerate(classes):
-        top = 4 + position * row
-        if top + row > height:
-            break
-        draw.rectangle([4, top, 4 + row - 4, top + row - 4], fill=labels.colours[class_id],
+    for position, (class_id, name) in enumerate(zip(classes, names, strict=True)):
+        column, line = divmod(position, per_column)
+        left, top = column * column_width, 4 + line * row
+        draw.rectangle([left + 4, top, left + row, top + row - 4], fill=labels.colours[class_id],
                        outline=(0, 0, 0))  # fmt: skip
-        draw.text((row + 4, top), labels.names[class_id], fill=(0, 0, 0), font=font)
+        draw.text((left + row + 4, top), name, fill=(0, 0, 0), font=font)
     return np.asarray(panel)
-
-
-def plot_training_curves(history: Sequence[dict[str, Any]], path: str | Path) -> None:
-    """Training loss and validation mIoU / pixel accuracy per epoch, saved as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(10, 3.8))
-    epochs = [record["epoch"] for record in history]
-    loss_axis.plot(epochs, [record["train_loss"] for record in history], marker=".")
-    loss_axis.set(xlabel="epoch", ylabel="train loss (cross-entropy)", title="Training loss")
-    validated = [record for record in history if "val" in record]
-    val_epochs = [record["epoch"] for record in validated]
-    for key, name in (("miou", "mIoU"), ("pixel_accuracy", "pixel accuracy")):
-        score_axis.plot(val_epochs, [record["val"][key] for record in validated], marker="o",
-                        label=name)  # fmt: skip
-    score_axis.set(xlabel="epoch", ylabel="fraction", title="Validation", ylim=(0, 1))
-    score_axis.legend(loc="lower right")
-    for axis in (loss_axis, score_axis):
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)

@@ -1,5 +1,7 @@
 """Shared fixtures: tiny datasets written to ``tmp_path`` and held in memory."""
 
+import struct
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -48,6 +50,31 @@ def random_pair() -> Callable[..., Pair]:
         image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
         mask = rng.choice(np.asarray(values, dtype=np.uint8), size=size)
         return image, mask
+
+    return make
+
+
+@pytest.fixture
+def png_claiming() -> Callable[[Path, int, int], Path]:
+    """Factory writing a tiny PNG whose header claims ``width`` x ``height`` pixels (RGB,
+    8 bits): ``png_claiming(path, width, height)``. The signature and chunks are valid (CRCs
+    included) but the IDAT holds one short row, so nothing that big is ever allocated unless
+    the reader decodes it: a decompression bomb's header, a few dozen bytes on disk."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    def make(path: Path, width: int, height: int) -> Path:
+        header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+        pixels = zlib.compress(b"\0" * 16)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(
+            b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
+            + chunk(b"IEND", b"")
+        )  # fmt: skip
+        return path
 
     return make
 

@@ -3,10 +3,13 @@
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 
+from semseg.checkpoint import Checkpoint
 from semseg.cli import main
 from semseg.models import list_models
+from semseg.models.backbones import create_vgg
 
 TINY = [
     "--set", "data.synthetic_train_size=8",
@@ -64,7 +67,15 @@ def test_train_reports_bad_keys_without_traceback(tmp_path):
 def test_evaluate_names_a_missing_dataset(trained_run, tmp_path):
     result = CliRunner().invoke(
         main,
-        ["evaluate", "--checkpoint", str(trained_run / "best.pt"), "--data", str(tmp_path / "x")],
+        [
+            "evaluate",
+            "--checkpoint",
+            str(trained_run / "best.pt"),
+            "--format",
+            "camvid",
+            "--data",
+            str(tmp_path / "x"),
+        ],
     )
     assert result.exit_code != 0
     assert "dataset folder not found" in result.output
@@ -82,3 +93,43 @@ def test_stats_prints_both_weight_definitions():
     assert result.exit_code == 0, result.output
     assert "w (images)" in result.output and "w (pixels)" in result.output
     assert "class_weights: [" in result.output
+
+
+def test_train_prints_the_encoder_weights_report(tmp_path):
+    state = create_vgg("vgg16", width_divisor=16).state_dict()
+    weights = tmp_path / "vgg16.pth"
+    torch.save({**state, "classifier.6.weight": torch.zeros(1000, 256)}, weights)
+    tiny = [*TINY[:8], "train.batch_size=4", "train.epochs=1"]  # synthetic 48x64 scenes
+    result = CliRunner().invoke(
+        main,
+        ["train", "--recipe", "demo", "--out", str(tmp_path / "run"), *tiny, "model.name=naive",
+         "model.width_divisor=16", f"model.encoder_weights={weights}"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"encoder weights from {weights}: loaded {len(state)} tensors, skipped 1, missing 0" in (
+        result.output
+    )
+    assert "skipped classifier.6.weight: the model has no such entry" in result.output
+
+
+def test_a_relative_data_path_is_found_from_another_folder(
+    tmp_path, monkeypatch, make_camvid, random_pair
+):
+    make_camvid(
+        {split: [random_pair(i, size=(32, 40)) for i in range(2)] for split in ("train", "val")}
+    )
+    monkeypatch.chdir(tmp_path)
+    tiny = ["augment.crop_size=[32,40]", "model.base_channels=4", "model.depth=2",
+            "train.batch_size=2", "train.epochs=1"]  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["train", "--recipe", "demo", "--data", "camvid", "--out", "run", *tiny]
+    )
+    assert result.exit_code == 0, result.output
+    assert Checkpoint.load(tmp_path / "run" / "best.pt").recipe["data"]["root"] == str(
+        tmp_path / "camvid"
+    )
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = CliRunner().invoke(main, ["evaluate", "--checkpoint", "../run/best.pt"])
+    assert result.exit_code == 0, result.output
+    assert "mIoU" in result.output

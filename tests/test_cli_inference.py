@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,9 +11,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from semseg.checkpoint import load_checkpoint, save_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.cli import main
 from semseg.data.synthetic import render_scene
+from semseg.inference.drivable import extract_drivable
 from semseg.inference.predictor import Predictor
 from semseg.inference.tta import InferenceOptions
 
@@ -67,12 +69,12 @@ def test_tiling_and_tta_options_reach_the_predictor(checkpoint, inputs, tmp_path
     result = run(
         "predict", "--checkpoint", checkpoint, inputs / "a" / "x.png", "--out", tmp_path,
         "--tile-size", "32", "40", "--overlap", "0.5", "--window", "uniform", "--hflip",
-        "--scales", "0.5,1", "--pad-mode", "zeros", "--tile-batch-size", "3",
+        "--scales", "0.5,1", "--tile-batch-size", "3",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     options = InferenceOptions(
         tile_size=(32, 40), overlap=0.5, window="uniform", hflip=True, scales=(0.5, 1.0),
-        pad_mode="zeros", tile_batch_size=3,
+        tile_batch_size=3,
     )  # fmt: skip
     expected = Predictor.from_checkpoint(checkpoint, "cpu", options).predict(
         np.array(Image.open(inputs / "a" / "x.png"))
@@ -137,6 +139,28 @@ def test_export_then_predict_with_the_onnx_file(checkpoint, inputs, tmp_path):
     assert (onnx_labels == expected).mean() >= 0.9999
 
 
+def test_a_decompression_bomb_in_a_folder_is_reported_and_the_rest_segmented(
+    checkpoint, tmp_path, png_claiming
+):
+    folder = tmp_path / "in"
+    write_image(folder / "a.png", render_scene(33, 64, 80)[0])
+    bomb = png_claiming(folder / "b.png", 60000, 60000)
+    write_image(folder / "c.png", render_scene(34, 48, 64)[0])
+    out = tmp_path / "out"
+    result = run("predict", "--checkpoint", checkpoint, folder, "--out", out)
+    assert result.exit_code == 1
+    assert f"failed: {bomb}: refused before decoding" in result.output
+    assert "2 of 3 inputs segmented" in result.output and "DecompressionBombError" not in (
+        result.output
+    )
+    assert {p.name for p in out.iterdir()} == {
+        "a_labels.png", "a_overlay.png", "c_labels.png", "c_overlay.png"
+    }  # fmt: skip
+    result = run("predict", "--checkpoint", checkpoint, folder / "c.png", "--out", out,
+                 "--max-pixels", 48 * 64 - 1)  # fmt: skip
+    assert result.exit_code == 1 and "over the limit of 3,071 pixels" in result.output
+
+
 def test_drivable_default_road_and_named_classes(checkpoint, inputs, tmp_path):
     result = run("drivable", "--checkpoint", checkpoint, inputs / "a", "--out", tmp_path / "road")
     assert result.exit_code == 0, result.output
@@ -153,11 +177,31 @@ def test_drivable_default_road_and_named_classes(checkpoint, inputs, tmp_path):
     }  # fmt: skip
 
 
+def test_drivable_area_thresholds_are_fractions_of_the_image(checkpoint, inputs, tmp_path):
+    image = np.array(Image.open(inputs / "a" / "x.png"))
+    labels = Predictor.from_checkpoint(checkpoint, "cpu").predict(image).labels
+    bottom_left = int(labels[-1, 0])  # a class whose region touches the bottom row
+    masks = []
+    for hole, island in ((0.0, 0.0), (0.0, 1.0)):
+        out = tmp_path / f"{hole}-{island}"
+        result = run("drivable", "--checkpoint", checkpoint, inputs / "a", "--out", out,
+                     "--classes", bottom_left, "--hole-fraction", hole,
+                     "--island-fraction", island)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        masks.append(np.asarray(Image.open(out / "x_drivable.png")) > 0)
+        expected = extract_drivable(labels, [bottom_left], hole, island)
+        np.testing.assert_array_equal(masks[-1], expected.mask)
+    assert masks[0].any() and (masks[0] != masks[1]).any()
+    result = run("drivable", "--checkpoint", checkpoint, inputs / "a", "--out", tmp_path / "x",
+                 "--hole-fraction", "2")  # fmt: skip
+    assert result.exit_code == 2 and "--hole-fraction" in result.output
+
+
 def test_drivable_without_a_road_class_asks_for_classes(checkpoint, inputs, tmp_path):
-    stored = load_checkpoint(checkpoint)
-    stored["labels"]["names"] = [f"class{i}" for i in range(8)]
+    stored = Checkpoint.load(checkpoint)
+    stored.labels = dataclasses.replace(stored.labels, names=tuple(f"class{i}" for i in range(8)))
     renamed = tmp_path / "renamed.pt"
-    save_checkpoint(renamed, {k: v for k, v in stored.items() if k not in ("format", "version")})
+    stored.save(renamed)
     result = run("drivable", "--checkpoint", renamed, inputs / "a", "--out", tmp_path / "out")
     assert result.exit_code == 1
     assert "no class named Road" in result.output and "--classes" in result.output

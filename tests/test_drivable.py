@@ -12,7 +12,12 @@ CAR = 8
 MARKING = 6
 
 # Keep every bottom-touching component and fill no holes unless a test says otherwise.
-EXACT = {"min_hole_area": 0, "min_island_area": 1}
+EXACT = {"hole_fraction": 0.0, "island_fraction": 0.0}
+
+
+def pixels(label_map: np.ndarray, hole: int, island: int) -> dict[str, float]:
+    """The fractions of ``label_map``'s area that are ``hole`` and ``island`` pixels."""
+    return {"hole_fraction": hole / label_map.size, "island_fraction": island / label_map.size}
 
 
 def trapezoid() -> np.ndarray:
@@ -116,7 +121,7 @@ def test_small_hole_is_filled_but_car_sized_hole_stays():
     label_map[0:2] = 0  # sky: touches the border, never a hole
     label_map[8:10, 3] = MARKING  # 2-pixel lane marking
     label_map[3:7, 8:12] = CAR  # 16-pixel car
-    space = extract_drivable(label_map, min_hole_area=4, min_island_area=1)
+    space = extract_drivable(label_map, **pixels(label_map, 4, 1))
 
     expected = np.ones((12, 14), dtype=bool)
     expected[0:2] = False
@@ -130,8 +135,8 @@ def test_hole_area_threshold_is_inclusive():
     label_map = np.full((8, 8), ROAD, dtype=np.uint8)
     label_map[3:5, 3:5] = CAR  # 4 pixels
     hole = label_map == CAR
-    filled = extract_drivable(label_map, min_hole_area=4, min_island_area=1).mask
-    kept = extract_drivable(label_map, min_hole_area=3, min_island_area=1).mask
+    filled = extract_drivable(label_map, **pixels(label_map, 4, 1)).mask
+    kept = extract_drivable(label_map, **pixels(label_map, 3, 1)).mask
     assert filled.all()
     np.testing.assert_array_equal(kept, ~hole)
 
@@ -139,7 +144,7 @@ def test_hole_area_threshold_is_inclusive():
 def test_non_drivable_region_touching_the_border_is_not_a_hole():
     label_map = np.full((6, 6), ROAD, dtype=np.uint8)
     label_map[2, 0] = CAR  # one pixel on the left edge
-    space = extract_drivable(label_map, min_hole_area=10, min_island_area=1)
+    space = extract_drivable(label_map, **pixels(label_map, 10, 1))
     np.testing.assert_array_equal(space.mask, label_map == ROAD)
 
 
@@ -147,8 +152,8 @@ def test_holes_use_the_complementary_connectivity():
     # A car pixel at (2, 2) whose only escape to the border is the diagonal (1, 1)-(0, 0).
     label_map = np.full((6, 6), ROAD, dtype=np.uint8)
     label_map[0, 0] = label_map[1, 1] = label_map[2, 2] = CAR
-    road_4 = extract_drivable(label_map, connectivity=4, min_hole_area=1, min_island_area=1)
-    road_8 = extract_drivable(label_map, connectivity=8, min_hole_area=1, min_island_area=1)
+    road_4 = extract_drivable(label_map, connectivity=4, **pixels(label_map, 1, 1))
+    road_8 = extract_drivable(label_map, connectivity=8, **pixels(label_map, 1, 1))
     # 4-connected road -> 8-connected holes: the chain reaches the corner, nothing is filled.
     np.testing.assert_array_equal(road_4.mask, label_map == ROAD)
     # 8-connected road -> 4-connected holes: (1, 1) and (2, 2) are one-pixel holes.
@@ -157,17 +162,44 @@ def test_holes_use_the_complementary_connectivity():
     np.testing.assert_array_equal(road_8.mask, expected)
 
 
-def test_small_bottom_blob_below_min_island_area_is_removed():
+def test_small_bottom_blob_below_the_island_fraction_is_removed():
     label_map = np.zeros((6, 10), dtype=np.uint8)
     label_map[3:, 0:4] = ROAD  # 12 pixels
     label_map[4:, 6:9] = ROAD  # 6 pixels
-    space = extract_drivable(label_map, min_hole_area=0, min_island_area=7)
+    space = extract_drivable(label_map, **pixels(label_map, 0, 7))
     np.testing.assert_array_equal(space.mask, (label_map == ROAD) & (np.arange(10) < 4))
     np.testing.assert_array_equal(space.boundary, [3, 3, 3, 3] + [-1] * 6)
-    both = extract_drivable(label_map, min_hole_area=0, min_island_area=6)
+    both = extract_drivable(label_map, **pixels(label_map, 0, 6))
     np.testing.assert_array_equal(both.mask, label_map == ROAD)
     # The polygon outlines the largest kept component only.
     assert both.polygon == [(0, 3), (0, 5), (3, 5), (3, 3)]
+
+
+def test_a_small_image_keeps_its_drivable_area_with_the_defaults():
+    # 120 road pixels: 15.6% of a 24x32 image, 0.07% of a 360x480 one.
+    small = np.zeros((24, 32), dtype=np.uint8)
+    small[14:, 10:22] = ROAD
+    np.testing.assert_array_equal(extract_drivable(small).mask, small == ROAD)
+    large = np.zeros((360, 480), dtype=np.uint8)
+    large[350:, 10:22] = ROAD
+    assert not extract_drivable(large).mask.any()  # under the default 259 pixels
+    assert round(1.5e-3 * 360 * 480) == 259
+
+
+def test_the_same_scene_at_four_times_the_resolution_gives_the_same_space():
+    label_map = np.zeros((18, 24), dtype=np.uint8)
+    label_map[8:, :] = ROAD
+    label_map[12:14, 5:7] = MARKING  # 4-pixel hole: 0.9% of the image
+    label_map[10:16, 14:20] = CAR  # 36-pixel hole: 8.3%
+    label_map[15:, 22:] = 0
+    label_map[16:, 0:2] = ROAD  # separate 4-pixel island at the bottom left
+    label_map[15, 0:3] = 0
+    label_map[16:, 2] = 0
+    options = {"hole_fraction": 0.02, "island_fraction": 0.02}
+    coarse = extract_drivable(label_map, **options).mask
+    fine = extract_drivable(np.kron(label_map, np.ones((4, 4), np.uint8)), **options).mask
+    np.testing.assert_array_equal(fine, np.kron(coarse, np.ones((4, 4), bool)))
+    assert coarse[12, 5] and not coarse[12, 15] and not coarse[17, 0]
 
 
 def test_multiple_drivable_classes():
@@ -187,7 +219,7 @@ def test_ignore_pixels_are_not_drivable_unless_filled_as_holes():
     label_map = np.full((6, 6), ROAD, dtype=np.uint8)
     label_map[3:, 5] = IGNORE_INDEX  # void strip on the right edge, down to the bottom
     label_map[2, 2] = IGNORE_INDEX  # enclosed void pixel
-    space = extract_drivable(label_map, min_hole_area=1, min_island_area=1)
+    space = extract_drivable(label_map, **pixels(label_map, 1, 1))
     expected = np.ones((6, 6), dtype=bool)
     expected[3:, 5] = False
     np.testing.assert_array_equal(space.mask, expected)
@@ -217,8 +249,10 @@ def test_all_background_gives_empty_space():
         (np.zeros((4, 4), np.uint8), {"drivable_classes": (3, 255)}, r"drivable class 255"),
         (np.zeros((4, 4), np.uint8), {"drivable_classes": (-1,)}, r"drivable class -1"),
         (np.zeros((4, 4), np.uint8), {"drivable_classes": (1.5,)}, r"drivable class 1.5"),
-        (np.zeros((4, 4), np.uint8), {"min_hole_area": -1}, r"min_hole_area .*-1"),
-        (np.zeros((4, 4), np.uint8), {"min_island_area": 2.5}, r"min_island_area .*2.5"),
+        (np.zeros((4, 4), np.uint8), {"hole_fraction": -0.1}, r"hole_fraction .*-0.1"),
+        (np.zeros((4, 4), np.uint8), {"island_fraction": 1.5}, r"island_fraction .*1.5"),
+        (np.zeros((4, 4), np.uint8), {"hole_fraction": float("nan")}, r"hole_fraction .*nan"),
+        (np.zeros((4, 4), np.uint8), {"island_fraction": True}, r"island_fraction .*True"),
         (np.zeros((4, 4), np.uint8), {"connectivity": 6}, r"connectivity must be 4 or 8, got 6"),
         (np.zeros((4, 4), np.uint8), {"polygon_epsilon": -0.5}, r"polygon_epsilon .*-0.5"),
         (np.zeros((4, 4), np.uint8), {"polygon_epsilon": float("nan")}, r"polygon_epsilon .*nan"),
@@ -291,8 +325,9 @@ def test_random_maps_match_scipy(connectivity, min_hole_area, min_island_area):
         label_map[rng.random(label_map.shape) < 0.02] = IGNORE_INDEX
         classes = (1, 2)
 
+        fractions = pixels(label_map, min_hole_area, min_island_area)
         space = extract_drivable(
-            label_map, classes, min_hole_area, min_island_area, connectivity, polygon_epsilon=0.0
+            label_map, classes, **fractions, connectivity=connectivity, polygon_epsilon=0.0
         )
         mask, parts, sizes = scipy_drivable(
             label_map, classes, min_hole_area, min_island_area, connectivity

@@ -10,12 +10,12 @@ import onnxruntime
 import pytest
 import torch
 
-from semseg.checkpoint import build_model_from, load_checkpoint, save_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.data.synthetic import SYNTHETIC_LABELS, render_scene
 from semseg.data.transforms import to_tensor
 from semseg.inference.export import compare_onnx, export_onnx
 from semseg.inference.onnx_model import OnnxModel, OnnxModelError
-from semseg.inference.predictor import Predictor, load_predictor
+from semseg.inference.predictor import Predictor
 from semseg.labels import LabelSet
 from semseg.models import create_model
 
@@ -38,13 +38,24 @@ def onnx_path(checkpoint, tmp_path_factory):
 
 def test_metadata_carries_classes_colours_and_normalisation(onnx_path, checkpoint):
     props = {p.key: json.loads(p.value) for p in onnx.load(onnx_path).metadata_props}
-    stored = load_checkpoint(checkpoint)
+    stored = Checkpoint.load(checkpoint)
     assert props["class_names"] == list(SYNTHETIC_LABELS.names)
     assert props["class_colours"] == [list(c) for c in SYNTHETIC_LABELS.colours]
-    assert props["mean"] == stored["normalisation"]["mean"]
-    assert props["std"] == stored["normalisation"]["std"]
+    assert tuple(props["mean"]) == stored.mean
+    assert tuple(props["std"]) == stored.std
     assert props["output_stride"] == 4
     assert props["model"]["name"] == "unet"
+    assert props["recipe"] == stored.recipe
+
+
+def test_an_onnx_file_loads_into_the_same_checkpoint_shape(onnx_path, checkpoint):
+    stored, exported = Checkpoint.load(checkpoint), Checkpoint.load(onnx_path)
+    assert exported.is_onnx and exported.state_dict is None
+    assert (exported.model_name, exported.model_args) == (stored.model_name, stored.model_args)
+    assert exported.labels.names == stored.labels.names
+    assert exported.labels.colours == stored.labels.colours
+    assert (exported.mean, exported.std) == (stored.mean, stored.std)
+    assert exported.recipe == stored.recipe and exported.output_stride == 4
 
 
 def test_batch_height_and_width_are_dynamic(onnx_path):
@@ -56,13 +67,12 @@ def test_batch_height_and_width_are_dynamic(onnx_path):
 
 def test_real_sized_input_matches_pytorch(onnx_path, checkpoint):
     """On a 360x480 scene: logits within LOGIT_TOLERANCE, argmax agreement >= 99.99%."""
-    stored = load_checkpoint(checkpoint)
-    norm = stored["normalisation"]
+    stored = Checkpoint.load(checkpoint)
     images = torch.stack(
-        [to_tensor(render_scene(seed, 360, 480)[0], norm["mean"], norm["std"]) for seed in (0, 1)]
+        [to_tensor(render_scene(seed, 360, 480)[0], stored.mean, stored.std) for seed in (0, 1)]
     )
     with torch.no_grad():
-        expected = build_model_from(stored).eval()(images).numpy()
+        expected = stored.build_model()(images).numpy()
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     (actual,) = session.run(None, {"image": images.numpy()})
     assert np.abs(actual - expected).max() < LOGIT_TOLERANCE
@@ -77,7 +87,7 @@ def test_compare_onnx_reports_parity(onnx_path, checkpoint):
 
 def test_onnx_predictor_matches_the_checkpoint_predictor(onnx_path, checkpoint):
     image = render_scene(3, 360, 480)[0]
-    from_onnx = load_predictor(onnx_path)
+    from_onnx = Predictor.from_checkpoint(onnx_path)
     assert from_onnx.labels.names == SYNTHETIC_LABELS.names
     assert from_onnx.output_stride == 4
     onnx_prediction = from_onnx.predict(image)
@@ -90,17 +100,15 @@ def test_onnx_predictor_matches_the_checkpoint_predictor(onnx_path, checkpoint):
 
 def test_onnx_runs_on_the_cpu_only(onnx_path):
     with pytest.raises(ValueError, match="CPU"):
-        load_predictor(onnx_path, device="cuda")
+        Predictor.from_checkpoint(onnx_path, device="cuda")
 
 
 def _with_other_classes(checkpoint, path):
     """A copy of ``checkpoint`` whose model has 3 classes."""
-    stored = load_checkpoint(checkpoint)
-    labels = LabelSet(("road", "car", "other"), ((1, 1, 1), (2, 2, 2), (3, 3, 3)))
-    model = create_model("unet", 3, **stored["model"]["arguments"])
-    stored["labels"] = labels.to_dict()
-    stored["model"]["state_dict"] = model.state_dict()
-    save_checkpoint(path, {k: v for k, v in stored.items() if k not in ("format", "version")})
+    stored = Checkpoint.load(checkpoint)
+    stored.labels = LabelSet(("road", "car", "other"), ((1, 1, 1), (2, 2, 2), (3, 3, 3)))
+    stored.state_dict = create_model("unet", 3, **stored.model_args).state_dict()
+    stored.save(path)
     return path
 
 
@@ -134,7 +142,7 @@ def test_an_onnx_file_without_semseg_metadata_is_refused(tmp_path):
     opset = [onnx.helper.make_opsetid("", 17)]
     onnx.save(onnx.helper.make_model(graph, opset_imports=opset, ir_version=8), plain)
     with pytest.raises(OnnxModelError, match=rf"{plain}: no semseg metadata"):
-        load_predictor(plain)
+        Predictor.from_checkpoint(plain)
 
 
 def test_a_corrupt_or_missing_onnx_file_is_named(tmp_path):
@@ -171,5 +179,5 @@ def test_quantizing_needs_calibration_images(checkpoint, tmp_path):
 
 
 def test_threads_reach_onnx_runtime(onnx_path):
-    predictor = load_predictor(onnx_path, threads=1)
+    predictor = Predictor.from_checkpoint(onnx_path, threads=1)
     assert predictor.model.session.get_session_options().intra_op_num_threads == 1

@@ -12,7 +12,7 @@ from torch import nn
 from semseg.data.synthetic import SYNTHETIC_LABELS, render_scene
 from semseg.inference.files import expand_inputs, output_stems, plan_batches, predict_files
 from semseg.inference.predictor import Predictor
-from semseg.inference.tta import InferenceOptions, InputSizeError, padded_forward
+from semseg.inference.tta import InferenceOptions, InputSizeError
 from semseg.visualize import legend_panel
 
 from .inference_support import random_image, tiny_checkpoint, write_image
@@ -119,28 +119,13 @@ def test_multi_scale_averages_resized_probabilities():
     """Oracle: OpenCV's bilinear resizing (pixel-centre aligned, as PyTorch's
     align_corners=False) of the image down and of the NumPy probabilities back up."""
     image = random_image(3, 16, 24)
-    predictor = pointwise_predictor(InferenceOptions(scales=(0.5, 1.0), pad_mode="zeros"))
+    predictor = pointwise_predictor(InferenceOptions(scales=(0.5, 1.0)))
     result = predictor.predict(image).probabilities
     small = cv2.resize(image.astype(np.float32), (12, 8), interpolation=cv2.INTER_LINEAR)
     low = pointwise_probabilities(small, predictor.model).astype(np.float32)
     back = np.stack([cv2.resize(p, (24, 16), interpolation=cv2.INTER_LINEAR) for p in low])
     expected = (back + pointwise_probabilities(image, predictor.model)) / 2
     np.testing.assert_allclose(result, expected, atol=1e-4)
-
-
-def test_padding_to_the_stride_reflects_or_zeros_at_bottom_and_right():
-    seen: list[torch.Tensor] = []
-
-    def record(x: torch.Tensor) -> torch.Tensor:
-        seen.append(x.clone())
-        return x
-
-    images = torch.rand(1, 3, 5, 6)
-    for mode, np_mode in (("reflect", "reflect"), ("zeros", "constant")):
-        out = padded_forward(record, images, stride=4, pad_mode=mode)
-        torch.testing.assert_close(out, images)  # cropped back
-        expected = np.pad(images.numpy(), ((0, 0), (0, 0), (0, 3), (0, 2)), mode=np_mode)
-        np.testing.assert_array_equal(seen[-1].numpy(), expected)
 
 
 def test_batched_prediction_equals_one_at_a_time(predictor):
@@ -186,7 +171,6 @@ def test_a_tile_smaller_than_the_stride_is_refused(checkpoint):
         ({"overlap": 1.0}, "overlap"),
         ({"window": "box"}, "window 'box'"),
         ({"tile_batch_size": 0}, "tile_batch_size"),
-        ({"pad_mode": "edge"}, "pad_mode 'edge'"),
         ({"scales": ()}, "scales"),
         ({"scales": (1.0, -0.5)}, "scales"),
     ],

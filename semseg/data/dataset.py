@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from semseg.data.formats import SplitFiles
-from semseg.data.io import read_image, read_mask
+from semseg.data.io import DEFAULT_MAX_PIXELS, read_image, read_mask
 from semseg.data.synthetic import SYNTHETIC_LABELS, render_scene
 from semseg.data.transforms import to_tensor
 from semseg.labels import LabelSet
@@ -78,14 +78,20 @@ def _seed(transform: A.BaseCompose | A.BasicTransform, seeds: np.random.SeedSequ
 
 
 class FileDataset(PairedDataset):
-    """Images and masks listed by a :class:`SplitFiles`."""
+    """Images and masks listed by a :class:`SplitFiles`; files whose header claims more than
+    ``max_pixels`` pixels are refused before decoding."""
 
     def __init__(
-        self, files: SplitFiles, augmentation: A.Compose | None = None, seed: int = 0
+        self,
+        files: SplitFiles,
+        augmentation: A.Compose | None = None,
+        seed: int = 0,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         super().__init__(augmentation, seed)
         self.files = files
         self.labels = files.labels
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.files.samples)
@@ -95,12 +101,12 @@ class FileDataset(PairedDataset):
 
     def read_mask(self, index: int) -> np.ndarray:
         sample = self.files.samples[index]
-        return read_mask(sample.mask, self.labels, colour=self.files.colour_masks)
+        return read_mask(sample.mask, self.labels, self.files.colour_masks, self.max_pixels)
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         sample = self.files.samples[index]
-        image = read_image(sample.image)
-        mask = read_mask(sample.mask, self.labels, colour=self.files.colour_masks)
+        image = read_image(sample.image, self.max_pixels)
+        mask = read_mask(sample.mask, self.labels, self.files.colour_masks, self.max_pixels)
         if image.shape[:2] != mask.shape:
             raise MaskSizeError(
                 f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image "

@@ -2,7 +2,9 @@
 
 Each format function returns a :class:`SplitFiles` for one split. Nothing is decoded here;
 files are listed and paired, and problems that can be seen from names alone (an image with no
-mask, an empty folder, a missing split) are reported with the path.
+mask, an empty folder, a missing split) are reported with the path. With ``strict=False`` an
+image without a mask is listed in :attr:`SplitFiles.images_without_masks` instead of being an
+error, so that :mod:`semseg.data.check` can report every problem at once.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class SplitFiles:
     samples: tuple[Sample, ...]
     labels: LabelSet
     colour_masks: bool = False
+    images_without_masks: tuple[Path, ...] = ()
+    """Images whose mask is missing (listed with ``strict=False``; otherwise an error)."""
+    masks_without_images: tuple[Path, ...] = ()
+    """Masks no image of the split goes with (listed, never an error here)."""
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -45,29 +51,50 @@ def _images_in(folder: Path) -> list[Path]:
     return files
 
 
+@dataclass(frozen=True)
+class _Pairing:
+    samples: tuple[Sample, ...]
+    images_without_masks: tuple[Path, ...]
+    masks_without_images: tuple[Path, ...]
+
+
 def _pair_by_stem(
-    images: list[Path], mask_dir: Path, mask_stem: Callable[[str], str] = lambda s: s
-) -> tuple[Sample, ...]:
-    masks = {p.stem: p for p in _images_in(mask_dir)}
-    samples, unmatched = [], []
+    images: list[Path], mask_dir: Path, strict: bool, image_suffix: str = "", mask_suffix: str = ""
+) -> _Pairing:
+    """Pair ``images`` with the files of ``mask_dir`` whose stems agree once ``image_suffix``
+    and ``mask_suffix`` are taken off (files of ``mask_dir`` without ``mask_suffix`` are not
+    masks). ``strict``: an image without a mask is an error naming ``mask_dir``."""
+    masks = {
+        p.stem.removesuffix(mask_suffix): p
+        for p in _images_in(mask_dir)
+        if p.stem.endswith(mask_suffix)
+    }
+    samples, unmatched, used = [], [], set()
     for image in images:
-        mask = masks.get(mask_stem(image.stem))
+        key = image.stem.removesuffix(image_suffix)
+        mask = masks.get(key)
+        used.add(key)
         if mask is None:
-            unmatched.append(image.name)
+            unmatched.append(image)
         else:
             samples.append(Sample(image, mask))
-    if unmatched:
-        shown = ", ".join(unmatched[:5]) + (" ..." if len(unmatched) > 5 else "")
-        raise DatasetError(f"{mask_dir}: no mask for {len(unmatched)} image(s): {shown}")
-    return tuple(samples)
+    if unmatched and strict:
+        names = [p.name for p in unmatched]
+        shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+        raise DatasetError(f"{mask_dir}: no mask for {len(names)} image(s): {shown}")
+    unused = tuple(mask for key, mask in masks.items() if key not in used)
+    return _Pairing(tuple(samples), tuple(unmatched), unused)
 
 
-def camvid(root: Path, split: str) -> SplitFiles:
+def camvid(root: Path, split: str, strict: bool = True) -> SplitFiles:
     """CamVid in the SegNet layout: ``{split}/`` images, ``{split}annot/`` index masks."""
-    return SplitFiles(_pair_by_stem(_images_in(root / split), root / f"{split}annot"), CAMVID)
+    pairs = _pair_by_stem(_images_in(root / split), root / f"{split}annot", strict)
+    return SplitFiles(
+        pairs.samples, CAMVID, False, pairs.images_without_masks, pairs.masks_without_images
+    )
 
 
-def folder(root: Path, split: str) -> SplitFiles:
+def folder(root: Path, split: str, strict: bool = True) -> SplitFiles:
     """A generic folder: ``{split}/images/*`` and ``{split}/masks/*`` matched by file stem.
 
     ``root/labels.yaml`` declares the classes::
@@ -110,8 +137,11 @@ def folder(root: Path, split: str) -> SplitFiles:
         )
     except (TypeError, ValueError) as error:
         raise DatasetError(f"{spec_path}: {error}") from None
-    samples = _pair_by_stem(_images_in(root / split / "images"), root / split / "masks")
-    return SplitFiles(samples, labels, colour_masks=mask_kind == "colour")
+    pairs = _pair_by_stem(_images_in(root / split / "images"), root / split / "masks", strict)
+    return SplitFiles(
+        pairs.samples, labels, mask_kind == "colour", pairs.images_without_masks,
+        pairs.masks_without_images,
+    )  # fmt: skip
 
 
 def _voc_colours(count: int) -> tuple[tuple[int, int, int], ...]:
@@ -140,25 +170,39 @@ VOC = LabelSet(
 """PASCAL VOC 2012: 21 classes with background; 255 (object borders) is void."""
 
 
-def voc(root: Path, split: str) -> SplitFiles:
+def voc(root: Path, split: str, strict: bool = True) -> SplitFiles:
     """PASCAL VOC 2012: ``JPEGImages/``, ``SegmentationClass/`` palette PNGs, and the id list
-    ``ImageSets/Segmentation/{split}.txt``. ``root`` may be ``VOCdevkit`` or ``VOC2012``."""
-    if (root / "VOC2012").is_dir():
-        root = root / "VOC2012"
+    ``ImageSets/Segmentation/{split}.txt``. ``root`` may be ``VOCdevkit`` or ``VOC2012``.
+
+    A listed image or mask that is missing is an error; with ``strict=False`` an id without
+    its mask goes to ``images_without_masks`` and one without its image (but with its mask) to
+    ``masks_without_images``.
+    """
+    root = _voc_root(root)
     id_file = root / "ImageSets" / "Segmentation" / f"{split}.txt"
     if not id_file.is_file():
         raise DatasetError(f"{id_file}: split list not found")
-    samples = []
-    for name in id_file.read_text().split():
+    ids = id_file.read_text().split()
+    if not ids:
+        raise DatasetError(f"{id_file}: no image ids")
+    samples, without_masks, without_images = [], [], []
+    for name in ids:
         image = root / "JPEGImages" / f"{name}.jpg"
         mask = root / "SegmentationClass" / f"{name}.png"
-        for path in (image, mask):
-            if not path.is_file():
-                raise DatasetError(f"{path}: listed in {id_file} but missing")
-        samples.append(Sample(image, mask))
-    if not samples:
-        raise DatasetError(f"{id_file}: no image ids")
-    return SplitFiles(tuple(samples), VOC)
+        missing = [path for path in (image, mask) if not path.is_file()]
+        if missing and strict:
+            raise DatasetError(f"{missing[0]}: listed in {id_file} but missing")
+        if not missing:
+            samples.append(Sample(image, mask))
+        elif mask in missing:
+            without_masks.append(image)
+        else:
+            without_images.append(mask)
+    return SplitFiles(tuple(samples), VOC, False, tuple(without_masks), tuple(without_images))
+
+
+def _voc_root(root: Path) -> Path:
+    return root / "VOC2012" if (root / "VOC2012").is_dir() else root
 
 
 _CITYSCAPES_CLASSES = (
@@ -195,27 +239,36 @@ CITYSCAPES = LabelSet(
 """Cityscapes: ``gtFine`` labelIds 0..33 mapped to the 19 train ids, all others ignored."""
 
 
-def cityscapes(root: Path, split: str) -> SplitFiles:
+def cityscapes(root: Path, split: str, strict: bool = True) -> SplitFiles:
     """Cityscapes: ``leftImg8bit/{split}/{city}/*_leftImg8bit.png`` with
-    ``gtFine/{split}/{city}/*_gtFine_labelIds.png``."""
+    ``gtFine/{split}/{city}/*_gtFine_labelIds.png`` (the other ``gtFine`` files are not
+    masks)."""
     image_root = root / "leftImg8bit" / split
     if not image_root.is_dir():
         raise DatasetError(f"{image_root}: folder not found")
     samples: list[Sample] = []
-    for city in sorted(p for p in image_root.iterdir() if p.is_dir()):
-        samples.extend(
-            _pair_by_stem(
-                _images_in(city),
-                root / "gtFine" / split / city.name,
-                mask_stem=lambda s: s.removesuffix("_leftImg8bit") + "_gtFine_labelIds",
-            )
-        )
-    if not samples:
+    without_masks: list[Path] = []
+    without_images: list[Path] = []
+    cities = sorted(p for p in image_root.iterdir() if p.is_dir())
+    for city in cities:
+        pairs = _pair_by_stem(_images_in(city), root / "gtFine" / split / city.name, strict,
+                              "_leftImg8bit", "_gtFine_labelIds")  # fmt: skip
+        samples += pairs.samples
+        without_masks += pairs.images_without_masks
+        without_images += pairs.masks_without_images
+    mask_root = root / "gtFine" / split
+    if mask_root.is_dir():
+        named = {city.name for city in cities}
+        for city in sorted(p for p in mask_root.iterdir() if p.is_dir() and p.name not in named):
+            without_images += sorted(city.glob("*_gtFine_labelIds.png"))
+    if not samples and not without_masks:
         raise DatasetError(f"{image_root}: no city folders with images")
-    return SplitFiles(tuple(samples), CITYSCAPES)
+    return SplitFiles(
+        tuple(samples), CITYSCAPES, False, tuple(without_masks), tuple(without_images)
+    )
 
 
-FORMATS: dict[str, Callable[[Path, str], SplitFiles]] = {
+FORMATS: dict[str, Callable[[Path, str, bool], SplitFiles]] = {
     "camvid": camvid,
     "folder": folder,
     "voc": voc,
@@ -223,9 +276,20 @@ FORMATS: dict[str, Callable[[Path, str], SplitFiles]] = {
 }
 
 
+def _camvid_splits(root: Path) -> list[str]:
+    """Splits ``X`` with both ``X/`` and ``Xannot/`` folders under ``root``."""
+    return sorted(
+        p.name.removesuffix("annot")
+        for p in root.iterdir()
+        if p.is_dir() and p.name.endswith("annot") and len(p.name) > len("annot")
+        and (root / p.name.removesuffix("annot")).is_dir()
+    )  # fmt: skip
+
+
 def detect_format(root: Path) -> str:
-    """Guess the layout of ``root`` from its folder names."""
-    if (root / "trainannot").is_dir() or (root / "valannot").is_dir():
+    """Guess the layout of ``root`` from its folder names (CamVid: any ``<split>/`` with its
+    ``<split>annot/``, e.g. only ``test/`` and ``testannot/``)."""
+    if _camvid_splits(root):
         return "camvid"
     if (root / "gtFine").is_dir():
         return "cityscapes"
@@ -234,13 +298,42 @@ def detect_format(root: Path) -> str:
     if (root / "labels.yaml").is_file():
         return "folder"
     raise DatasetError(
-        f"{root}: cannot tell the dataset format (expected CamVid's trainannot/, Cityscapes' "
-        "gtFine/, VOC's JPEGImages/ or a labels.yaml); pass the format explicitly"
+        f"{root}: cannot tell the dataset format (expected CamVid's <split>/ and "
+        "<split>annot/, Cityscapes' gtFine/, VOC's JPEGImages/ or a labels.yaml); pass the "
+        "format explicitly"
     )
 
 
-def list_split(root: str | Path, split: str, data_format: str | None = None) -> SplitFiles:
-    """Pair the files of ``split`` under ``root`` in ``data_format`` (detected when None)."""
+def list_split(
+    root: str | Path, split: str, data_format: str | None = None, strict: bool = True
+) -> SplitFiles:
+    """Pair the files of ``split`` under ``root`` in ``data_format`` (detected when None).
+
+    ``strict``: an image without a mask is an error; otherwise it is listed in
+    :attr:`SplitFiles.images_without_masks`.
+    """
+    root, data_format = _resolve(root, data_format)
+    return FORMATS[data_format](root, split, strict)
+
+
+def list_splits(root: str | Path, data_format: str | None = None) -> list[str]:
+    """Names of the splits present under ``root`` in ``data_format`` (detected when None):
+    CamVid's ``<split>/`` folders that have a ``<split>annot/``, a folder dataset's
+    ``<split>/images/``, VOC's ``ImageSets/Segmentation/<split>.txt`` lists and Cityscapes'
+    ``leftImg8bit/<split>/`` folders."""
+    root, data_format = _resolve(root, data_format)
+    if data_format == "camvid":
+        return _camvid_splits(root)
+    if data_format == "folder":
+        return sorted(p.name for p in root.iterdir() if (p / "images").is_dir())
+    if data_format == "voc":
+        lists = _voc_root(root) / "ImageSets" / "Segmentation"
+        return sorted(p.stem for p in lists.glob("*.txt")) if lists.is_dir() else []
+    images = root / "leftImg8bit"
+    return sorted(p.name for p in images.iterdir() if p.is_dir()) if images.is_dir() else []
+
+
+def _resolve(root: str | Path, data_format: str | None) -> tuple[Path, str]:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
@@ -249,4 +342,4 @@ def list_split(root: str | Path, split: str, data_format: str | None = None) -> 
         raise DatasetError(
             f"unknown dataset format {data_format!r}; choose from {', '.join(FORMATS)}"
         )
-    return FORMATS[data_format](root, split)
+    return root, data_format

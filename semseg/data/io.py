@@ -2,37 +2,101 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from semseg.labels import LabelSet
+from semseg.labels import LabelError, LabelSet
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+INDEX_MASK_MODES = ("L", "P", "I;16", "I")
+"""Pillow modes of single-channel masks whose pixel values are raw label ids."""
+
+DEFAULT_MAX_PIXELS = 2**27
+"""Images whose header claims more pixels than this (134 megapixels, 384 MiB decoded as RGB)
+are refused before decoding: a small file can claim a huge image (a decompression bomb).
+Pillow's own ceiling, twice ``PIL.Image.MAX_IMAGE_PIXELS`` (178,956,970 pixels unless changed),
+stays in force above any ``max_pixels``; Pillow warns from ``MAX_IMAGE_PIXELS`` up."""
 
 
 class ImageReadError(OSError):
     """An image or mask file could not be decoded."""
 
 
-def _open(path: Path) -> Image.Image:
+class ImageTooLargeError(ImageReadError):
+    """An image's header claims more pixels than the limit; nothing was decoded."""
+
+
+class MaskModeError(ImageReadError):
+    """A mask that should hold label ids is not a single-channel image."""
+
+
+@contextmanager
+def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[Image.Image]:
+    """Open ``path`` with Pillow, its size checked against ``max_pixels`` from the header; the
+    pixels are decoded only when the ``with`` body asks for them, and the file is closed after.
+
+    Raises:
+        ImageTooLargeError: the header claims more than ``max_pixels`` pixels (or more than
+            Pillow's own ceiling).
+        ImageReadError: naming the file, when it is missing or cannot be decoded, also when
+            decoding fails inside the ``with`` body.
+    """
+    path = Path(path)
     try:
         with Image.open(path) as image:  # the block closes the file, also when decoding fails
-            image.load()  # decode now: a truncated file fails here, not later in a worker
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"{path}: {width}x{height} image ({width * height:,} pixels) is over the "
+                    f"limit of {max_pixels:,} pixels; refused before decoding (raise "
+                    "--max-pixels / max_pixels for a file you trust)"
+                )
+            yield image
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(
+            f"{path}: refused before decoding: {str(error).rstrip('.')}; the limit is "
+            f"{max_pixels:,} pixels (--max-pixels / max_pixels) and Pillow's own applies above it"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise ImageReadError(f"{path}: cannot decode image ({error})") from None
-    return image
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8 RGB (greyscale and RGBA are converted), writable."""
-    return np.array(_open(Path(path)).convert("RGB"))
+def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) of an image from its header, without decoding the pixels.
+
+    Raises:
+        ImageTooLargeError, ImageReadError: as :func:`open_image`.
+    """
+    with open_image(path, max_pixels) as image:
+        width, height = image.size
+    return height, width
 
 
-def read_mask(path: str | Path, labels: LabelSet, colour: bool = False) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB (greyscale and RGBA are converted), writable.
+
+    Raises:
+        ImageTooLargeError: the header claims more than ``max_pixels`` pixels.
+        ImageReadError: naming the file, when it is missing, truncated or not an image.
+    """
+    with open_image(path, max_pixels) as image:
+        return np.array(image.convert("RGB"))
+
+
+def read_mask(
+    path: str | Path,
+    labels: LabelSet,
+    colour: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
     """Read a mask and map it to train ids.
 
     Args:
@@ -40,23 +104,32 @@ def read_mask(path: str | Path, labels: LabelSet, colour: bool = False) -> np.nd
             RGB PNG whose colours are looked up in ``labels.colours``.
         labels: the dataset's label set; raw values are remapped through it.
         colour: the mask stores colours instead of indices.
+        max_pixels: refuse a mask whose header claims more pixels than this.
 
     Returns:
         (H, W) uint8 train ids, ``IGNORE_INDEX`` for void pixels.
+
+    Raises:
+        MaskModeError: an index mask that is not single-channel.
+        LabelError: values (or colours) that are not classes of ``labels``.
+        ImageTooLargeError, ImageReadError: as :func:`read_image`.
     """
     path = Path(path)
-    image = _open(path)
+    with open_image(path, max_pixels) as image:
+        if colour:
+            rgb = np.asarray(image.convert("RGB"))
+        elif image.mode not in INDEX_MASK_MODES:
+            raise MaskModeError(
+                f"{path}: mask has mode {image.mode!r}; expected a single-channel index PNG "
+                "(mode L or P), or declare the dataset's masks as colour masks"
+            )
+        else:
+            raw = np.asarray(image)
     if colour:
-        return labels.encode_colour(np.asarray(image.convert("RGB")), source=str(path))
-    if image.mode not in ("L", "P", "I;16", "I"):
-        raise ImageReadError(
-            f"{path}: mask has mode {image.mode!r}; expected a single-channel index PNG "
-            "(mode L or P), or declare the dataset's masks as colour masks"
-        )
-    raw = np.asarray(image)
+        return labels.encode_colour(rgb, source=str(path))
     if raw.dtype != np.uint8:
         if raw.min() < 0 or raw.max() > 255:
-            raise ImageReadError(f"{path}: mask values {raw.min()}..{raw.max()} exceed 0..255")
+            raise LabelError(f"{path}: mask values {raw.min()}..{raw.max()} exceed 0..255")
         raw = raw.astype(np.uint8)
     return labels.encode(raw, source=str(path))
 

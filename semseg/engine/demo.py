@@ -10,7 +10,7 @@ import click
 import numpy as np
 from PIL import Image
 
-from semseg.checkpoint import load_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.config import Recipe, load_recipe
 from semseg.engine.build import build_dataset
 from semseg.engine.trainer import Trainer
@@ -37,7 +37,7 @@ def run_demo(out_dir: Path, overrides: Sequence[str] = (), device: str | None = 
     )
     trainer.fit()
     best = out_dir / "best.pt"
-    trainer.model.load_state_dict(load_checkpoint(best)["model"]["state_dict"])
+    trainer.model.load_state_dict(Checkpoint.load(best).state_dict)
     scores = trainer.validate().to_dict(trainer.labels)
     click.echo(f"\nvalidation ({len(trainer.val_set)} scenes), best checkpoint {best}:")
     click.echo(scores_table(scores))

@@ -1,22 +1,30 @@
-"""Scoring a model on a dataset: confusion-matrix metrics and boundary F1.
+"""Scoring a predictor on a dataset: confusion-matrix metrics and boundary F1.
 
-Under ``torchrun`` each process scores its shard of the dataset (:func:`evaluate_dataset`) and
-the counts are summed over processes, so every process gets the scores of the whole dataset,
-equal to a single process's.
+There is one scorer, :func:`evaluate`, and it runs the model through a
+:class:`~semseg.inference.predictor.Predictor`: what is scored is exactly what ``semseg
+predict`` writes (same normalisation, test-time augmentation, tiling and backend), whether the
+model is a PyTorch checkpoint, an ONNX file, or the model being trained.
+
+Under ``torchrun`` each process scores its shard of the dataset (indices ``rank::world_size``)
+and the counts are summed over processes, so every process gets the scores of the whole
+dataset, equal to a single process's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from semseg.data.dataset import PairedDataset
 from semseg.engine import distributed
 from semseg.engine.metrics import BoundaryF1, ConfusionMatrix, SegmentationScores
-from semseg.labels import IGNORE_INDEX, LabelSet
+from semseg.inference.predictor import Predictor
+from semseg.labels import LabelSet
 
 
 @dataclass(frozen=True)
@@ -37,33 +45,62 @@ class Evaluation:
         return result
 
 
-@torch.no_grad()
+class _RawSamples(Dataset):
+    """(H, W, 3) uint8 image and (H, W) uint8 train-id mask of a shard of ``dataset``."""
+
+    def __init__(self, dataset: PairedDataset, indices: list[int]) -> None:
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.dataset.read(self.indices[position])
+
+
 def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    num_classes: int,
-    ignore_index: int = IGNORE_INDEX,
+    predictor: Predictor,
+    dataset: PairedDataset,
+    batch_size: int = 1,
+    workers: int = 0,
     boundary: bool = True,
     progress: bool = False,
-    description: str = "eval",
+    description: str = "evaluate",
 ) -> Evaluation:
-    """Run ``model`` over ``loader`` (yielding (N,3,H,W) images, (N,H,W) masks) and score it.
+    """Segment every sample of ``dataset`` with ``predictor`` and score the labels against
+    the masks at the masks' resolution.
 
-    The confusion matrix (and boundary F1 accumulators) are summed across processes when
-    ``torch.distributed`` is initialised, so each process may see a disjoint shard; every
-    process must call this (a collective).
+    Consecutive images of one size go through the predictor ``batch_size`` at a time; an
+    image of another size starts a new batch, so datasets of mixed sizes work with any
+    batch size. Every process under ``torchrun`` must call this (the counts are summed by a
+    collective); a progress bar shows on rank 0 only.
+
+    Raises:
+        ValueError: when the predictor's classes differ from the dataset's.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    if tuple(predictor.labels.names) != tuple(dataset.labels.names):
+        raise ValueError(
+            f"model classes {list(predictor.labels.names)} do not match the dataset's "
+            f"{list(dataset.labels.names)}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    num_classes, ignore_index = dataset.labels.num_classes, dataset.labels.ignore_index
     confusion = ConfusionMatrix(num_classes, ignore_index)
     boundary_f1 = BoundaryF1(num_classes, ignore_index) if boundary else None
-    for images, masks in tqdm(loader, desc=description, disable=not progress, leave=False):
-        predictions = model(images.to(device)).argmax(1).cpu()
-        confusion.update(predictions, masks)
-        if boundary_f1 is not None:
-            boundary_f1.update(predictions, masks)
-    model.train(was_training)
+    shard = list(distributed.shard(range(len(dataset))))
+    # batch_size=None: samples come one by one, uncollated, in order (workers decode ahead).
+    loader = DataLoader(_RawSamples(dataset, shard), batch_size=None, num_workers=workers)
+    show = progress and distributed.is_main_process()
+    with tqdm(total=len(shard), desc=description, disable=not show, leave=False) as bar:
+        for images, masks in _same_size_batches(loader, batch_size):
+            predictions = predictor.predict_batch(images)
+            labels = torch.from_numpy(np.stack([p.labels for p in predictions])).long()
+            truth = torch.from_numpy(np.stack(masks)).long()
+            confusion.update(labels, truth)
+            if boundary_f1 is not None:
+                boundary_f1.update(labels, truth)
+            bar.update(len(images))
     confusion.all_reduce()
     if boundary_f1 is None:
         return Evaluation(confusion.compute(), None, None)
@@ -72,29 +109,17 @@ def evaluate(
     return Evaluation(confusion.compute(), bf.mean, bf.per_class)
 
 
-def evaluate_dataset(
-    model: nn.Module,
-    dataset: Dataset,
-    num_classes: int,
-    ignore_index: int = IGNORE_INDEX,
-    batch_size: int = 1,
-    workers: int = 0,
-    boundary: bool = True,
-    progress: bool = False,
-    description: str = "eval",
-) -> Evaluation:
-    """:func:`evaluate` over ``dataset``, each process scoring its
-    :func:`~semseg.engine.distributed.shard` (indices ``rank::world_size``, none twice, none
-    padded) and the counts summed; a progress bar on rank 0 only."""
-    loader = DataLoader(
-        distributed.shard_dataset(dataset), batch_size=batch_size, num_workers=workers
-    )
-    return evaluate(
-        model,
-        loader,
-        num_classes,
-        ignore_index,
-        boundary=boundary,
-        progress=progress and distributed.is_main_process(),
-        description=description,
-    )
+def _same_size_batches(
+    samples: DataLoader, batch_size: int
+) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
+    images: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    for image, mask in samples:
+        image, mask = np.asarray(image), np.asarray(mask)
+        if images and (image.shape != images[0].shape or len(images) == batch_size):
+            yield images, masks
+            images, masks = [], []
+        images.append(image)
+        masks.append(mask)
+    if images:
+        yield images, masks

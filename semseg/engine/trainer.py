@@ -7,7 +7,16 @@ uninterrupted run would have taken and ends with the same weights.
 
 Files in ``out_dir``: ``last.pt`` (every epoch, and every ``checkpoint_every`` steps),
 ``best.pt`` (best validation mIoU), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
-``recipe.yaml`` (the resolved recipe).
+``plots/`` (per-class scores and confusion matrix of ``best.pt`` on the validation split),
+``recipe.yaml`` (the resolved recipe, ``data.root`` made absolute).
+
+Before training starts the files of the train and validation splits are checked
+(:func:`semseg.engine.build.check_data`), so a bad dataset fails at once with every problem
+listed rather than one file per run in the middle of an epoch.
+
+``model.encoder_weights`` is loaded into ``model.encoder`` by the trainer rather than by the
+model's constructor, so that the load report reaches the caller (:attr:`Trainer.encoder_report`)
+and a resumed run, whose weights are in ``last.pt``, does not need the file any more.
 
 Under ``torchrun`` (see :mod:`semseg.engine.distributed`) every process runs this loop on the
 model wrapped in DistributedDataParallel. Each process takes every ``world_size``-th sample of
@@ -23,25 +32,29 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from semseg.checkpoint import CheckpointError, load_checkpoint, load_weights, save_checkpoint
-from semseg.config import Recipe, validate_recipe
+from semseg.checkpoint import Checkpoint, CheckpointError, load_weights
+from semseg.config import ModelConfig, Recipe, validate_recipe
 from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from semseg.engine import distributed
-from semseg.engine.build import build_class_weights, build_dataset
-from semseg.engine.evaluate import Evaluation, evaluate_dataset
+from semseg.engine.build import build_class_weights, build_dataset, check_data
+from semseg.engine.evaluate import Evaluation, evaluate
 from semseg.engine.losses import SegmentationLoss
-from semseg.labels import IGNORE_INDEX
+from semseg.inference.predictor import Predictor
 from semseg.models import create_model
-from semseg.visualize import plot_training_curves
+from semseg.models.pretrained import LoadReport, load_pretrained_encoder
+from semseg.plots import plot_scores, plot_training_curves
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -49,6 +62,19 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def derived_seed(*parts: int) -> int:
     """A 32-bit seed that depends on every part (NumPy's SeedSequence hashing)."""
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch's intra-op thread count set to ``threads`` inside the block (unchanged for
+    None), restored after it."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def learning_rate_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> float:
@@ -74,6 +100,10 @@ class Trainer:
         device: torch device; CUDA when available by default. Under torchrun, this process's
             device (:func:`semseg.engine.distributed.process_group` chooses it).
         progress: show progress bars (on rank 0 only).
+
+    Attributes:
+        encoder_report: what ``model.encoder_weights`` filled (None without them, and when
+            resuming).
     """
 
     def __init__(
@@ -89,26 +119,30 @@ class Trainer:
         self.is_main = self.rank == 0
         self.progress = progress and self.is_main
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        checkpoint = None
+        recipe = recipe.with_absolute_data_root()
+        checkpoint: Checkpoint | None = None
         last = self.out_dir / "last.pt"
         if resume and last.is_file():
-            checkpoint = load_checkpoint(last)
-            recipe = _resumed_recipe(checkpoint, recipe, last)
-        _check_same_start(checkpoint, last, self.world_size)
+            checkpoint = Checkpoint.load(last)
+            if checkpoint.training is None or checkpoint.recipe is None:
+                raise CheckpointError(f"{last}: holds a model only, no training state to resume")
+            recipe = _resumed_recipe(checkpoint.recipe, recipe, last)
+        training = checkpoint.training if checkpoint is not None else None
+        _check_same_start(training, last, self.world_size)
         self.recipe = recipe
         train = recipe.train
         _check_precision_options(train.sync_batchnorm, train.amp, self.device)
-        if train.threads is not None:
-            torch.set_num_threads(train.threads)
 
+        check_data(recipe.data, (recipe.data.train_split, recipe.data.val_split), self.progress)
         self.train_set = build_dataset(recipe.data, recipe.data.train_split, recipe.augment,
                                        seed=recipe.seed)  # fmt: skip
         self.val_set = build_dataset(recipe.data, recipe.data.val_split)
         self.labels = self.train_set.labels
         torch.manual_seed(recipe.seed)
-        self.model = create_model(
-            recipe.model.name, self.labels.num_classes, **recipe.model.arguments
-        ).to(self.device)
+        model, self.encoder_report = _build_model(
+            recipe.model, self.labels.num_classes, pretrained=checkpoint is None
+        )
+        self.model = model.to(self.device)
         if train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if train.sync_batchnorm and self.world_size > 1:
@@ -120,11 +154,11 @@ class Trainer:
                 f"{recipe.model.name!r} has none"
             )
         self.class_weights = (
-            checkpoint["training"]["class_weights"]
-            if checkpoint
+            training["class_weights"]
+            if training is not None
             else build_class_weights(recipe.loss, self.train_set)
         )
-        self.loss = SegmentationLoss(self.class_weights, IGNORE_INDEX).to(self.device)
+        self.loss = SegmentationLoss(self.class_weights, self.labels.ignore_index).to(self.device)
         self.optimizer = self._make_optimizer(encoder)
         self.scaler = torch.amp.GradScaler(self.device.type) if train.amp == "fp16" else None
         # The per-process batch shrinks when the train split is smaller than the global batch.
@@ -144,15 +178,12 @@ class Trainer:
             "history": [],
             "epoch_loss_sum": 0.0,
         }
-        if checkpoint is not None:
-            load_weights(self.model, checkpoint["model"]["state_dict"], str(last),
-                         checkpoint["model"]["name"])  # fmt: skip
-            self.optimizer.load_state_dict(checkpoint["training"]["optimizer"])
+        if checkpoint is not None and training is not None:
+            load_weights(self.model, checkpoint.state_dict, str(last), checkpoint.model_name)
+            self.optimizer.load_state_dict(training["optimizer"])
             if self.scaler is not None:
-                self.scaler.load_state_dict(checkpoint["training"]["grad_scaler"])
-            self.state.update(
-                {k: checkpoint["training"][k] for k in self.state if k in checkpoint["training"]}
-            )
+                self.scaler.load_state_dict(training["grad_scaler"])
+            self.state.update({k: training[k] for k in self.state if k in training})
         # Created after the weights are final: DDP copies rank 0's weights to all processes.
         self.network = distributed.data_parallel(
             self.model, find_unused_parameters=train.freeze_encoder_epochs > 0
@@ -190,28 +221,34 @@ class Trainer:
         if frozen:
             encoder.eval()  # keeps BatchNorm running statistics fixed
 
-    def checkpoint_payload(self) -> dict[str, Any]:
-        return {
-            "model": {
-                "name": self.recipe.model.name,
-                "arguments": self.recipe.model.arguments,
-                "state_dict": self.model.state_dict(),
-            },
-            "labels": self.labels.to_dict(),
-            "ignore_index": IGNORE_INDEX,
-            "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
-            "recipe": self.recipe.to_dict(),
-            "training": {
+    def checkpoint(self) -> Checkpoint:
+        """The model, its classes and normalisation, the recipe and the loop state now."""
+        return Checkpoint(
+            model_name=self.recipe.model.name,
+            model_args=self.recipe.model.arguments,
+            labels=self.labels,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            state_dict=self.model.state_dict(),
+            recipe=self.recipe.to_dict(),
+            training={
                 **self.state,
                 "optimizer": self.optimizer.state_dict(),
                 "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "class_weights": self.class_weights,
                 "world_size": self.world_size,
             },
-        }
+        )
 
     def fit(self) -> Evaluation | None:
-        """Train until ``train.epochs``; returns the last validation result."""
+        """Train until ``train.epochs``; returns the last validation result.
+
+        With ``train.threads`` set, PyTorch uses that many threads during the call only.
+        """
+        with torch_threads(self.recipe.train.threads):
+            return self._fit()
+
+    def _fit(self) -> Evaluation | None:
         train = self.recipe.train
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,6 +273,9 @@ class Trainer:
                 if scores["miou"] > self.state["best_miou"]:
                     self.state["best_miou"] = scores["miou"]
                     self._save("best.pt")
+                    if self.is_main:
+                        title = f"best.pt (epoch {epoch + 1}, {self.recipe.data.val_split})"
+                        plot_scores(scores, self.out_dir / "plots", title)
             self._save("last.pt")
             if self.is_main:
                 self._write_logs()
@@ -244,7 +284,7 @@ class Trainer:
     def _save(self, name: str) -> None:
         """Write checkpoint ``out_dir/name`` (rank 0 only)."""
         if self.is_main:
-            save_checkpoint(self.out_dir / name, self.checkpoint_payload())
+            self.checkpoint().save(self.out_dir / name)
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         train = self.recipe.train
@@ -321,13 +361,14 @@ class Trainer:
         return mean_loss.item()
 
     def validate(self) -> Evaluation:
-        """Score the model on the validation split (sharded over processes, counts summed)."""
+        """Score the model on the validation split through a predictor (as ``semseg
+        evaluate`` scores a checkpoint), sharded over processes with the counts summed."""
         distributed.broadcast_buffers(self.model)
-        return evaluate_dataset(
-            self.model,
+        predictor = Predictor(self.model, self.labels, IMAGENET_MEAN, IMAGENET_STD, self.device)
+        return evaluate(
+            predictor,
             self.val_set,
-            self.labels.num_classes,
-            IGNORE_INDEX,
+            batch_size=self.recipe.train.val_batch_size,
             workers=self.recipe.data.workers,
             progress=self.progress,
             description="validate",
@@ -341,9 +382,27 @@ class Trainer:
         plot_training_curves(self.state["history"], self.out_dir / "curves.png")
 
 
-def _check_same_start(checkpoint: dict[str, Any] | None, source: Path, world_size: int) -> None:
+def _build_model(
+    model: ModelConfig, num_classes: int, pretrained: bool
+) -> tuple[nn.Module, LoadReport | None]:
+    """The recipe's model, with ``model.encoder_weights`` loaded into its encoder when
+    ``pretrained`` (not when resuming), and the load report."""
+    arguments = model.arguments
+    source = arguments.pop("encoder_weights", None)
+    network = create_model(model.name, num_classes, **arguments)
+    if source is None or not pretrained:
+        return network, None
+    encoder = getattr(network, "encoder", None)
+    if encoder is None:
+        raise ValueError(
+            f"model.encoder_weights needs a model with an encoder; {model.name!r} has none"
+        )
+    return network, load_pretrained_encoder(encoder, source)
+
+
+def _check_same_start(training: dict[str, Any] | None, source: Path, world_size: int) -> None:
     """All processes must resume from the same step, with the processes that wrote it."""
-    step = checkpoint["training"]["global_step"] if checkpoint is not None else None
+    step = training["global_step"] if training is not None else None
     steps = distributed.gather_objects(step)
     if len(set(steps)) > 1:
         found = ", ".join(
@@ -354,7 +413,7 @@ def _check_same_start(checkpoint: dict[str, Any] | None, source: Path, world_siz
             f"{source}: the processes would resume from different points ({found}); the --out "
             "folder must be on a filesystem every node shares"
         )
-    saved = checkpoint["training"].get("world_size", 1) if checkpoint is not None else world_size
+    saved = training.get("world_size", 1) if training is not None else world_size
     if saved != world_size:
         raise CheckpointError(
             f"{source}: checkpoint written by {saved} process(es), this run has {world_size}; "
@@ -376,9 +435,9 @@ def _check_precision_options(sync_batchnorm: bool, amp: str | None, device: torc
         )
 
 
-def _resumed_recipe(checkpoint: dict[str, Any], recipe: Recipe, source: Path) -> Recipe:
+def _resumed_recipe(stored: dict[str, Any], recipe: Recipe, source: Path) -> Recipe:
     """The checkpoint's recipe, with ``train.epochs`` from ``recipe`` (a run may be extended)."""
-    saved = validate_recipe(checkpoint["recipe"], str(source))
+    saved = validate_recipe(stored, str(source)).with_absolute_data_root()
     if saved.model.name != recipe.model.name:
         raise CheckpointError(
             f"{source}: checkpoint is of model {saved.model.name!r}, the recipe asks for "

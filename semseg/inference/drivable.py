@@ -6,15 +6,19 @@ The drivable region of a road scene is computed from train ids in four steps:
    (:data:`~semseg.labels.IGNORE_INDEX`) are never drivable.
 2. Hole filling: a hole is a connected region of non-drivable pixels that does not touch the
    image border, so it is enclosed by drivable pixels (of any component). Holes of at most
-   ``min_hole_area`` pixels become drivable (lane markings labelled as another class, label
-   noise, small void patches); larger ones (a car on the road) stay non-drivable. Holes are
-   connected with the complementary connectivity (8 when drivable pixels use 4, and 4 when
-   they use 8), the usual pairing in digital topology: with it a region counts as enclosed
-   exactly when a connected ring of drivable pixels closes around it.
+   ``hole_fraction`` of the image area become drivable (lane markings labelled as another
+   class, label noise, small void patches); larger ones (a car on the road) stay non-drivable.
+   Holes are connected with the complementary connectivity (8 when drivable pixels use 4, and
+   4 when they use 8), the usual pairing in digital topology: with it a region counts as
+   enclosed exactly when a connected ring of drivable pixels closes around it.
 3. Component selection: of the connected components of the filled mask (``connectivity`` 4
-   or 8), keep those that touch the bottom row, where the vehicle stands, and have at least
-   ``min_island_area`` pixels.
+   or 8), keep those that touch the bottom row, where the vehicle stands, and cover at least
+   ``island_fraction`` of the image area.
 4. Outputs: the boundary per column and the polygon of the largest kept component.
+
+Both thresholds are fractions of ``H * W`` (rounded to whole pixels), so a scene gives the
+same result at any resolution: at CamVid's 480x360 the defaults are 69 and 259 pixels; on a
+64x80 image 2 and 8.
 
 All coordinates are pixels: rows ``y`` grow downward, columns ``x`` grow rightward.
 """
@@ -29,6 +33,11 @@ import cv2
 import numpy as np
 
 from semseg.labels import IGNORE_INDEX
+
+HOLE_FRACTION = 4e-4
+"""Default ``hole_fraction``: enclosed regions up to 0.04% of the image become drivable."""
+ISLAND_FRACTION = 1.5e-3
+"""Default ``island_fraction``: drivable components under 0.15% of the image are dropped."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,8 +93,8 @@ class DrivableSpace:
 def extract_drivable(
     label_map: np.ndarray,
     drivable_classes: Sequence[int] = (3,),
-    min_hole_area: int = 64,
-    min_island_area: int = 256,
+    hole_fraction: float = HOLE_FRACTION,
+    island_fraction: float = ISLAND_FRACTION,
     connectivity: int = 4,
     polygon_epsilon: float = 1.0,
 ) -> DrivableSpace:
@@ -94,9 +103,10 @@ def extract_drivable(
     Args:
         label_map: (H, W) integer train ids; ``IGNORE_INDEX`` marks void pixels.
         drivable_classes: train ids that count as drivable; default ``(3,)`` is CamVid's Road.
-        min_hole_area: enclosed non-drivable regions of at most this many pixels are filled;
-            0 fills nothing.
-        min_island_area: bottom-touching components need at least this many pixels to stay.
+        hole_fraction: enclosed non-drivable regions of at most ``round(hole_fraction * H *
+            W)`` pixels are filled; 0 fills nothing.
+        island_fraction: bottom-touching components need at least ``round(island_fraction *
+            H * W)`` pixels to stay; 0 keeps them all.
         connectivity: 4 or 8, pixel adjacency of drivable components.
         polygon_epsilon: tolerance in pixels of the ``cv2.approxPolyDP`` simplification of the
             polygon; 0 keeps every corner of the traced contour.
@@ -106,9 +116,12 @@ def extract_drivable(
     """
     _check_label_map(label_map)
     classes = _check_classes(drivable_classes)
-    for name, value in (("min_hole_area", min_hole_area), ("min_island_area", min_island_area)):
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    for name, value in (("hole_fraction", hole_fraction), ("island_fraction", island_fraction)):
+        number = not isinstance(value, bool) and isinstance(value, int | float | np.number)
+        if not (number and 0.0 <= value <= 1.0):
+            raise ValueError(
+                f"{name} must be a fraction of the image area in [0, 1], got {value!r}"
+            )
     if connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
     if not (isinstance(polygon_epsilon, int | float) and math.isfinite(polygon_epsilon)) or (
@@ -116,8 +129,10 @@ def extract_drivable(
     ):
         raise ValueError(f"polygon_epsilon must be a finite number >= 0, got {polygon_epsilon!r}")
 
+    max_hole = round(hole_fraction * label_map.size)
+    min_island = round(island_fraction * label_map.size)
     binary = np.isin(label_map, classes)
-    filled = _fill_holes(binary, min_hole_area, connectivity=8 if connectivity == 4 else 4)
+    filled = _fill_holes(binary, max_hole, connectivity=8 if connectivity == 4 else 4)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(
         filled.view(np.uint8), connectivity=connectivity
     )
@@ -125,7 +140,7 @@ def extract_drivable(
     keep = np.zeros(count, dtype=bool)
     keep[labels[-1]] = True
     keep[0] = False  # label 0 is the non-drivable background
-    keep &= areas >= min_island_area
+    keep &= areas >= min_island
     mask = keep[labels]
 
     polygon: list[tuple[int, int]] = []

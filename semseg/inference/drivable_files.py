@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from semseg.inference.drivable import DrivableSpace, draw_drivable, extract_drivable
+from semseg.data.io import DEFAULT_MAX_PIXELS
+from semseg.inference.drivable import (
+    HOLE_FRACTION,
+    ISLAND_FRACTION,
+    DrivableSpace,
+    draw_drivable,
+    extract_drivable,
+)
 from semseg.inference.files import Failure, check_outputs, output_stems, segment_images
 from semseg.inference.predictor import Prediction, Predictor
 from semseg.labels import LabelSet
@@ -62,14 +69,16 @@ def predict_drivable(
     image: np.ndarray,
     classes: Sequence[str | int] | None = None,
     prediction: Prediction | None = None,
+    hole_fraction: float = HOLE_FRACTION,
+    island_fraction: float = ISLAND_FRACTION,
 ) -> DrivableSpace:
-    """Drivable space of ``image`` ((H, W, 3) uint8 RGB) from the predicted label map, with
-    :func:`~semseg.drivable.extract_drivable`'s defaults; ``prediction`` reuses one already
-    made. ``classes`` as in :func:`drivable_class_ids`."""
+    """Drivable space of ``image`` ((H, W, 3) uint8 RGB) from the predicted label map (see
+    :func:`~semseg.inference.drivable.extract_drivable` for the fractions); ``prediction``
+    reuses one already made. ``classes`` as in :func:`drivable_class_ids`."""
     ids = drivable_class_ids(predictor.labels, classes)
     if prediction is None:
         prediction = predictor.predict(image)
-    return extract_drivable(prediction.labels, drivable_classes=ids)
+    return extract_drivable(prediction.labels, ids, hole_fraction, island_fraction)
 
 
 def drivable_files(
@@ -80,10 +89,16 @@ def drivable_files(
     alpha: float = 0.4,
     batch_size: int = 1,
     progress: bool = True,
+    hole_fraction: float = HOLE_FRACTION,
+    island_fraction: float = ISLAND_FRACTION,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[Failure]:
     """For each image write into ``out_dir``: ``<stem>_drivable.png`` (mask, 255 drivable,
     0 not), ``<stem>_drivable.json`` (:meth:`DrivableSpace.to_json` plus ``image`` and
     ``classes``) and ``<stem>_drivable_overlay.png`` (:func:`draw_drivable` at ``alpha``).
+    ``hole_fraction`` and ``island_fraction`` as in
+    :func:`~semseg.inference.drivable.extract_drivable`; images over ``max_pixels`` pixels are
+    refused (reported) before decoding.
 
     Returns:
         (path, reason) of each failed input; the others go on.
@@ -98,7 +113,7 @@ def drivable_files(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def write(index: int, image: np.ndarray, prediction: Prediction) -> None:
-        space = extract_drivable(prediction.labels, drivable_classes=ids)
+        space = extract_drivable(prediction.labels, ids, hole_fraction, island_fraction)
         stem = out_dir / stems[index]
         Image.fromarray(space.mask.astype(np.uint8) * 255).save(f"{stem}_drivable.png")
         record = {
@@ -111,4 +126,4 @@ def drivable_files(
             f"{stem}_drivable_overlay.png"
         )
 
-    return segment_images(predictor, paths, write, batch_size, progress)
+    return segment_images(predictor, paths, write, batch_size, progress, max_pixels)

@@ -13,8 +13,10 @@ key                  value
 ``class_colours``    ``[r, g, b]`` per class, for overlays
 ``void_colour``      ``[r, g, b]`` of ignored pixels
 ``mean``, ``std``    per-channel normalisation: ``image = (rgb / 255 - mean) / std``
-``output_stride``    inputs are padded to multiples of this many pixels
+``output_stride``    the model's coarsest feature stride: the smallest input side it takes
 ``model``            ``{"name", "arguments"}`` of the source checkpoint
+``recipe``           the recipe the model was trained with (data format and root, for
+                     ``semseg evaluate``)
 ``quantization``     only in int8 files: ``{"method", "calibration_images"}``
 ===================  =====================================================================
 
@@ -38,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from semseg.checkpoint import build_model_from, load_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.data.transforms import to_tensor
 from semseg.inference.onnx_model import (
     INPUT_NAME,
@@ -48,13 +50,12 @@ from semseg.inference.onnx_model import (
     OnnxModel,
     OnnxModelError,
 )
-from semseg.labels import LabelSet
 
 OPSET = 17
 
 
 def export_onnx(
-    checkpoint_path: str | Path,
+    checkpoint: Checkpoint | str | Path,
     out_path: str | Path,
     opset: int = OPSET,
     calibration: Sequence[np.ndarray] | None = None,
@@ -62,7 +63,7 @@ def export_onnx(
     """Write the checkpoint's model as ONNX with dynamic batch, height and width.
 
     Args:
-        checkpoint_path: a checkpoint written by training.
+        checkpoint: a checkpoint written by training, or its path.
         out_path: the ``.onnx`` file to write.
         opset: ONNX opset version.
         calibration: with images ((H, W, 3) uint8 RGB, any sizes), the model is quantized to
@@ -79,33 +80,33 @@ def export_onnx(
     """
     import onnx
 
-    checkpoint_path, out_path = Path(checkpoint_path), Path(out_path)
-    if out_path.resolve() == checkpoint_path.resolve():
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = Checkpoint.load(checkpoint)
+    checkpoint_path, out_path = checkpoint.path, Path(out_path)
+    if checkpoint_path is not None and out_path.resolve() == checkpoint_path.resolve():
         raise ValueError(f"{out_path}: the ONNX output would overwrite the checkpoint")
     if calibration is not None and len(calibration) == 0:
         raise ValueError("calibration needs at least one image to quantize the model")
-    checkpoint = load_checkpoint(checkpoint_path)
-    model = build_model_from(checkpoint, str(checkpoint_path))
-    labels = LabelSet.from_dict(checkpoint["labels"])
-    norm = checkpoint["normalisation"]
-    stride = int(getattr(model, "output_stride", 1))
+    if checkpoint.is_onnx:
+        raise ValueError(f"{checkpoint_path}: already an ONNX file; export a .pt checkpoint")
+    model = checkpoint.build_model()
+    labels = checkpoint.labels
+    stride = int(model.output_stride)
     metadata = {
         "semseg_format": ONNX_FORMAT,
         "semseg_version": ONNX_VERSION,
         "class_names": list(labels.names),
         "class_colours": [list(c) for c in labels.colours],
         "void_colour": list(labels.void_colour),
-        "mean": list(norm["mean"]),
-        "std": list(norm["std"]),
+        "mean": list(checkpoint.mean),
+        "std": list(checkpoint.std),
         "output_stride": stride,
-        "model": {
-            "name": checkpoint["model"]["name"],
-            "arguments": checkpoint["model"]["arguments"],
-        },
+        "model": {"name": checkpoint.model_name, "arguments": checkpoint.model_args},
+        "recipe": checkpoint.recipe,
     }
     proto = _trace(model, max(2 * stride, 32), opset)
     if calibration is not None:
-        batches = [to_tensor(image, norm["mean"], norm["std"])[None] for image in calibration]
+        batches = [to_tensor(image, checkpoint.mean, checkpoint.std)[None] for image in calibration]
         proto = _quantize(proto, batches, out_path.parent)
         metadata["quantization"] = {
             "method": "static int8: QDQ, int8 weights per channel, uint8 activations (min-max)",
@@ -165,7 +166,10 @@ def _quantize(proto: Any, batches: list[torch.Tensor], folder: Path) -> Any:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
         quantized = Path(scratch) / "int8.onnx"
-        logging.disable(logging.WARNING)  # the quantizer logs optimisation advice per node
+        # The quantizer logs optimisation advice per node through the root logger; drop only
+        # its own warnings, only while it runs.
+        advice = _OnnxRuntimeWarnings()
+        logging.getLogger().addFilter(advice)
         try:
             quantize_static(
                 proto,
@@ -177,10 +181,17 @@ def _quantize(proto: Any, batches: list[torch.Tensor], folder: Path) -> Any:
                 weight_type=QuantType.QInt8,
             )
         finally:
-            logging.disable(logging.NOTSET)
+            logging.getLogger().removeFilter(advice)
         result = onnx.load(quantized)
     del result.metadata_props[:]  # the quantizer copies and adds entries; we write our own
     return result
+
+
+class _OnnxRuntimeWarnings(logging.Filter):
+    """Rejects records of level WARNING and below logged from onnxruntime's code."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.WARNING or "onnxruntime" not in record.pathname
 
 
 @dataclass(frozen=True)
@@ -197,7 +208,7 @@ class OnnxParity:
 
 
 def compare_onnx(
-    checkpoint_path: str | Path, onnx_path: str | Path, image: np.ndarray
+    checkpoint: Checkpoint | str | Path, onnx_path: str | Path, image: np.ndarray
 ) -> OnnxParity:
     """Run the checkpoint (PyTorch) and the ONNX file (ONNX Runtime) on ``image``.
 
@@ -208,25 +219,24 @@ def compare_onnx(
         OnnxModelError: naming the ONNX file when its classes or normalisation differ from
             the checkpoint's.
     """
-    checkpoint = load_checkpoint(checkpoint_path)
+    if not isinstance(checkpoint, Checkpoint):
+        checkpoint = Checkpoint.load(checkpoint)
+    checkpoint_path = checkpoint.source
     onnx_model = OnnxModel(onnx_path)
-    names = list(checkpoint["labels"]["names"])
-    onnx_names = list(onnx_model.labels.names)
+    names, onnx_names = list(checkpoint.labels.names), list(onnx_model.labels.names)
     if onnx_names != names:
         raise OnnxModelError(
             f"{onnx_path}: {len(onnx_names)} classes {onnx_names} do not match the "
             f"{len(names)} classes {names} of checkpoint {checkpoint_path}"
         )
-    norm = checkpoint["normalisation"]
-    ours = (*onnx_model.mean, *onnx_model.std)
-    if not np.allclose(ours, (*norm["mean"], *norm["std"])):
+    if not np.allclose((*onnx_model.mean, *onnx_model.std), (*checkpoint.mean, *checkpoint.std)):
         raise OnnxModelError(
             f"{onnx_path}: normalisation mean {onnx_model.mean} std {onnx_model.std} differs from "
-            f"checkpoint {checkpoint_path} mean {norm['mean']} std {norm['std']}"
+            f"checkpoint {checkpoint_path} mean {checkpoint.mean} std {checkpoint.std}"
         )
-    batch = to_tensor(image, norm["mean"], norm["std"]).unsqueeze(0)
+    batch = to_tensor(image, checkpoint.mean, checkpoint.std).unsqueeze(0)
     with torch.inference_mode():
-        expected = build_model_from(checkpoint, str(checkpoint_path))(batch)
+        expected = checkpoint.build_model()(batch)
     actual = onnx_model(batch)
     return OnnxParity(
         max_abs_difference=float((actual - expected).abs().max()),

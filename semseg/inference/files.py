@@ -14,7 +14,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from semseg.data.io import IMAGE_SUFFIXES, ImageReadError, read_image, write_index_png
+from semseg.data.io import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    image_size,
+    read_image,
+    write_index_png,
+)
 from semseg.inference.predictor import Prediction, Predictor
 from semseg.inference.tta import InputSizeError
 from semseg.inference.video import VIDEO_SUFFIXES, VideoReadError, predict_video
@@ -104,12 +111,13 @@ def segment_images(
     on_result: Callable[[int, np.ndarray, Prediction], None],
     batch_size: int = 1,
     progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[Failure]:
     """Segment image files in batches of equal-size images; call ``on_result(index, image,
     prediction)`` for each success (``index`` into ``paths``).
 
-    A file that cannot be decoded, or is smaller than the model accepts, is reported and
-    skipped; the others go on.
+    A file that cannot be decoded, whose header claims more than ``max_pixels`` pixels, or
+    that is smaller than the model accepts, is reported and skipped; the others go on.
 
     Returns:
         (path, reason) of each failed input, in input order.
@@ -118,7 +126,7 @@ def segment_images(
     sizes: dict[int, tuple[int, int]] = {}
     for index, path in enumerate(paths):
         try:
-            sizes[index] = _image_size(path)
+            sizes[index] = image_size(path, max_pixels)
         except ImageReadError as error:
             failures[index] = str(error)
     indices = list(sizes)
@@ -127,7 +135,7 @@ def segment_images(
             images: dict[int, np.ndarray] = {}
             for index in (indices[b] for b in batch):
                 try:
-                    images[index] = read_image(paths[index])
+                    images[index] = read_image(paths[index], max_pixels)
                 except ImageReadError as error:
                     failures[index] = str(error)
             bar.update(len(batch))
@@ -143,18 +151,6 @@ def segment_images(
     return [(paths[index], failures[index]) for index in sorted(failures)]
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: file not found") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageReadError(f"{path}: cannot decode image ({error})") from None
-    return height, width
-
-
 def predict_files(
     predictor: Predictor,
     paths: Sequence[Path],
@@ -164,6 +160,7 @@ def predict_files(
     probabilities: bool = False,
     confidence: bool = False,
     progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[Failure]:
     """Segment images and videos, writing into ``out_dir`` per input ``<stem>`` (distinct even
     for equal file stems, see :func:`output_stems`):
@@ -176,7 +173,8 @@ def predict_files(
     - video: ``<stem>_overlay<suffix>`` with the input's frame rate and a legend of every class.
 
     Images are batched ``batch_size`` at a time among images of one size. An input that fails
-    (undecodable, too small) is skipped and reported; the others go on.
+    (undecodable, over ``max_pixels`` pixels, too small) is skipped and reported; the others go
+    on.
 
     Returns:
         (path, reason) of each failed input, in input order.
@@ -214,7 +212,9 @@ def predict_files(
             level = np.rint(prediction.confidence * 255).astype(np.uint8)
             Image.fromarray(level).save(f"{stem}_confidence.png")
 
-    failed = segment_images(predictor, [paths[i] for i in images], write, batch_size, progress)
+    failed = segment_images(
+        predictor, [paths[i] for i in images], write, batch_size, progress, max_pixels
+    )
     failures = {path: reason for path, reason in failed}
     for index, out_path in videos.items():
         try:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from semseg.checkpoint import build_model_from, load_checkpoint
+from semseg.checkpoint import Checkpoint
 from semseg.data.transforms import to_tensor
 from semseg.inference.fuse import fuse_conv_bn
 from semseg.inference.tta import InferenceOptions, infer_probabilities
@@ -40,16 +40,18 @@ class Predictor:
     """A model with its label set and input normalisation, ready for images.
 
     Args:
-        model: maps (N, 3, H, W) normalised float to (N, C, H, W) logits; an ``nn.Module``
-            (kept as an eval-mode copy on ``device`` with BatchNorm folded into the
-            convolutions and channels-last weights) or another callable such as
-            :class:`~semseg.inference.export.OnnxModel`.
+        model: maps (N, 3, H, W) normalised float to (N, C, H, W) logits at input size, for
+            any H, W of at least ``output_stride`` (the model pads itself where its layers
+            need it, see :mod:`semseg.models.contract`); an ``nn.Module`` (kept as an
+            eval-mode copy on ``device`` with BatchNorm folded into the convolutions and
+            channels-last weights) or another callable such as
+            :class:`~semseg.inference.onnx_model.OnnxModel`.
         labels: the model's classes.
         mean, std: per-channel normalisation applied to [0, 1] RGB input.
         device: where the inputs go (and an ``nn.Module`` model).
-        options: tiling, padding and test-time augmentation (default: whole image, no TTA).
-        output_stride: inputs are padded to multiples of it; default the model's
-            ``output_stride`` attribute, else 1.
+        options: tiling and test-time augmentation (default: whole image, no TTA).
+        output_stride: the smallest input side the model accepts, and the smallest tile;
+            default the model's ``output_stride`` attribute, else 1.
 
     Raises:
         ValueError: when ``options.tile_size`` is smaller than the output stride.
@@ -59,8 +61,8 @@ class Predictor:
         self,
         model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
         labels: LabelSet,
-        mean: tuple[float, float, float],
-        std: tuple[float, float, float],
+        mean: Sequence[float],
+        std: Sequence[float],
         device: str | torch.device = "cpu",
         options: InferenceOptions | None = None,
         output_stride: int | None = None,
@@ -83,33 +85,38 @@ class Predictor:
     @classmethod
     def from_checkpoint(
         cls,
-        path: str | Path,
+        checkpoint: Checkpoint | str | Path,
         device: str | None = None,
         options: InferenceOptions | None = None,
+        threads: int | None = None,
     ) -> Predictor:
-        """The PyTorch model of a checkpoint written by training."""
-        checkpoint = load_checkpoint(path)
-        norm = checkpoint["normalisation"]
+        """The model of a checkpoint (``.pt``, run by PyTorch on ``device``) or of an ONNX file
+        written by ``semseg export`` (ONNX Runtime on the CPU, ``threads`` threads; default one
+        per core), with the checkpoint's classes and normalisation.
+
+        ``threads`` applies to ONNX Runtime only: PyTorch's thread count is process-wide, and
+        setting it is left to the caller (the CLI's ``--threads``).
+
+        Raises:
+            CheckpointError: naming the file, when it cannot be read.
+            ValueError: a device other than the CPU for an ONNX file.
+        """
+        if not isinstance(checkpoint, Checkpoint):
+            checkpoint = Checkpoint.load(checkpoint)
+        if checkpoint.is_onnx:
+            if device not in (None, "cpu"):
+                raise ValueError(f"{checkpoint.path}: ONNX models run on the CPU; got {device}")
+            device = "cpu"
+        model = checkpoint.build_model(threads)
         return cls(
-            build_model_from(checkpoint, str(path)),
-            LabelSet.from_dict(checkpoint["labels"]),
-            norm["mean"],
-            norm["std"],
+            model,
+            checkpoint.labels,
+            checkpoint.mean,
+            checkpoint.std,
             device or ("cuda" if torch.cuda.is_available() else "cpu"),
             options,
+            checkpoint.output_stride,
         )
-
-    @classmethod
-    def from_onnx(
-        cls, path: str | Path, options: InferenceOptions | None = None, threads: int | None = None
-    ) -> Predictor:
-        """An ONNX file written by ``semseg export``, run by ONNX Runtime on the CPU with
-        ``threads`` threads (default: one per core); classes and normalisation come from the
-        file's metadata."""
-        from semseg.inference.onnx_model import OnnxModel
-
-        model = OnnxModel(path, threads)
-        return cls(model, model.labels, model.mean, model.std, "cpu", options, model.output_stride)
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
         if isinstance(self.model, nn.Module):
@@ -146,27 +153,3 @@ class Predictor:
             Prediction(label.numpy(), probability.numpy())
             for label, probability in zip(labels, probabilities, strict=True)
         ]
-
-
-def load_predictor(
-    path: str | Path,
-    device: str | None = None,
-    options: InferenceOptions | None = None,
-    threads: int | None = None,
-) -> Predictor:
-    """A checkpoint (``.pt``, PyTorch) or an exported ``.onnx`` file (ONNX Runtime, CPU).
-
-    ``threads`` sets the CPU threads: ONNX Runtime's for this model, PyTorch's for the whole
-    process (``torch.set_num_threads``). On a 2-core machine busy with other work, one
-    thread was several times faster than two for PyTorch (benchmarks/results/inference.md).
-
-    Raises:
-        ValueError: a device other than the CPU for an ONNX file.
-    """
-    if Path(path).suffix.lower() == ".onnx":
-        if device not in (None, "cpu"):
-            raise ValueError(f"{path}: ONNX models run on the CPU; got --device {device}")
-        return Predictor.from_onnx(path, options, threads)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    return Predictor.from_checkpoint(path, device, options)

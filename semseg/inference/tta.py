@@ -1,4 +1,4 @@
-"""From a network to class probabilities: stride padding, sliding window, flip and scale TTA.
+"""From a network to class probabilities: sliding window, flip and scale TTA.
 
 :func:`infer_probabilities` runs a network (any callable from normalised images to logits)
 over a batch of images, optionally
@@ -8,8 +8,8 @@ over a batch of images, optionally
 - at several scales,
 
 and returns the softmax probabilities averaged over every flip and scale, at input size.
-Whole images and tiles are padded at the bottom and right to a multiple of the model's output
-stride, by reflection or with zeros, and the logits are cropped back.
+The network pads its input where its layers need it (:mod:`semseg.models.contract`); here the
+output stride only bounds the smallest image and tile.
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from semseg.inference.sliding_window import WINDOWS, Window, sliding_window
-
-PAD_MODES = ("reflect", "zeros")
 
 
 class InputSizeError(ValueError):
@@ -41,8 +38,6 @@ class InferenceOptions:
         overlap: fraction of a tile shared with its neighbour, in [0, 1).
         window: weights of tile logits when blending, ``"gaussian"`` or ``"uniform"``.
         tile_batch_size: tiles per forward pass; bounds the memory of tiled inference.
-        pad_mode: padding up to a multiple of the output stride, ``"reflect"`` (mirror the
-            image) or ``"zeros"`` (zero after normalisation, i.e. the mean colour).
         hflip: also segment the left-right mirrored image and average the probabilities.
         scales: image scale factors, probabilities averaged; ``(1.0,)`` is plain inference.
     """
@@ -51,7 +46,6 @@ class InferenceOptions:
     overlap: float = 0.25
     window: Window = "gaussian"
     tile_batch_size: int = 4
-    pad_mode: Literal["reflect", "zeros"] = "reflect"
     hflip: bool = False
     scales: tuple[float, ...] = (1.0,)
 
@@ -67,8 +61,6 @@ class InferenceOptions:
             raise ValueError(f"window {self.window!r} is not one of {', '.join(WINDOWS)}")
         if self.tile_batch_size < 1:
             raise ValueError(f"tile_batch_size must be at least 1, got {self.tile_batch_size!r}")
-        if self.pad_mode not in PAD_MODES:
-            raise ValueError(f"pad_mode {self.pad_mode!r} is not one of {', '.join(PAD_MODES)}")
         scales = tuple(float(s) for s in self.scales)
         if not scales or not all(math.isfinite(s) and s > 0 for s in scales):
             raise ValueError(f"scales must be positive numbers, got {self.scales!r}")
@@ -94,23 +86,6 @@ def check_input_size(height: int, width: int, options: InferenceOptions, stride:
             )
 
 
-def padded_forward(
-    forward: Callable[[torch.Tensor], torch.Tensor],
-    images: torch.Tensor,
-    stride: int,
-    pad_mode: str = "reflect",
-) -> torch.Tensor:
-    """Logits of ``images`` (N, 3, H, W) after padding H and W at the bottom and right to
-    multiples of ``stride``, cropped back to (N, C, H, W). Reflection needs each padding
-    amount below the side it mirrors, which holds when ``H, W >= stride``."""
-    height, width = images.shape[-2:]
-    padding = (0, (-width) % stride, 0, (-height) % stride)
-    if any(padding):
-        mode = "reflect" if pad_mode == "reflect" else "constant"
-        images = F.pad(images, padding, mode=mode)
-    return forward(images)[..., :height, :width]
-
-
 def infer_probabilities(
     forward: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
@@ -123,7 +98,7 @@ def infer_probabilities(
         forward: maps (N, 3, h, w) normalised float images to (N, C, h, w) logits.
         images: (N, 3, H, W) float32, normalised.
         options: tiling, padding and test-time augmentation.
-        stride: the model's output stride; inputs are padded to its multiples.
+        stride: the model's output stride, the smallest image side it accepts.
 
     Returns:
         (N, C, H, W) float32 probabilities, summing to 1 over C.
@@ -141,7 +116,7 @@ def infer_probabilities(
             size = scaled_size(height, width, scale)
             scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         for flip in flips:
-            logits = _logits(forward, scaled.flip(-1) if flip else scaled, options, stride)
+            logits = _logits(forward, scaled.flip(-1) if flip else scaled, options)
             probabilities = logits.float().softmax(1)
             if flip:
                 probabilities = probabilities.flip(-1)
@@ -157,13 +132,9 @@ def _logits(
     forward: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
     options: InferenceOptions,
-    stride: int,
 ) -> torch.Tensor:
-    def run(batch: torch.Tensor) -> torch.Tensor:
-        return padded_forward(forward, batch, stride, options.pad_mode)
-
     if options.tile_size is None:
-        return run(images)
+        return forward(images)
     return sliding_window(
-        run, images, options.tile_size, options.overlap, options.window, options.tile_batch_size
+        forward, images, options.tile_size, options.overlap, options.window, options.tile_batch_size
     )

@@ -39,6 +39,7 @@ from torch import nn
 from semseg.models.backbones.mobilenet import SeparableConv, mobilenet_v2
 from semseg.models.backbones.resnet import ResNet
 from semseg.models.blocks import ConvBNAct
+from semseg.models.contract import SegmentationModel
 from semseg.models.pretrained import load_pretrained_encoder
 
 BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
@@ -87,7 +88,7 @@ class ASPP(nn.Module):
         return self.project(torch.cat(outputs, dim=1))
 
 
-class DeepLab(nn.Module):
+class DeepLab(SegmentationModel):
     """``(N, 3, H, W)`` float -> ``(N, num_classes, H, W)`` float logits, any ``H, W``.
 
     ``decoder=False`` is DeepLabV3 (logits at the output stride), ``True`` DeepLabV3+ (logits
@@ -113,6 +114,8 @@ class DeepLab(nn.Module):
             raise ValueError(f"aspp_rates must be three positive dilations, got {aspp_rates}")
         if width_divisor < 1 or MAX_WIDTH_DIVISOR % width_divisor:
             raise ValueError(f"width_divisor must divide {MAX_WIDTH_DIVISOR}, got {width_divisor}")
+        self.num_classes = num_classes
+        self.output_stride = output_stride
         self.encoder = _backbone(backbone, output_stride, width_divisor)
         rates = [rate * RATES_STRIDE // output_stride for rate in aspp_rates]
         channels = ASPP_CHANNELS // width_divisor
@@ -128,7 +131,7 @@ class DeepLab(nn.Module):
             )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)
         y = self.aspp(features[-1])
         if self.reduce is not None and self.decoder is not None:

@@ -20,10 +20,11 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from semseg.models.blocks import Upsample, conv_stack, crop_to, pad_to_multiple
+from semseg.models.blocks import Upsample, conv_stack
+from semseg.models.contract import SegmentationModel
 
 
-class EncoderDecoder(nn.Module):
+class EncoderDecoder(SegmentationModel):
     """``(N, in_channels, H, W)`` float -> ``(N, num_classes, H, W)`` float logits.
 
     Encoder stage ``i``: ``convs_per_stage`` 3x3 conv-BN-ReLU layers to ``widths[i]`` channels,
@@ -54,6 +55,7 @@ class EncoderDecoder(nn.Module):
         if convs_per_stage < 1:
             raise ValueError(f"convs_per_stage must be at least 1, got {convs_per_stage}")
         widths = tuple(widths)
+        self.num_classes = num_classes
         self.output_stride = 2 ** len(widths)
 
         encoder_stages = []
@@ -70,9 +72,10 @@ class EncoderDecoder(nn.Module):
 
         self.classifier = nn.Conv2d(widths[0], num_classes, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, size = pad_to_multiple(x, self.output_stride)
-        return crop_to(self.classifier(self.decoder(self.encoder(x))), size)
+    pads_input = True
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.decoder(self.encoder(x)))
 
 
 def encoder_decoder(

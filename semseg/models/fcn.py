@@ -36,13 +36,14 @@ import torch
 from torch import nn
 
 from semseg.models.backbones import create_vgg
-from semseg.models.blocks import Upsample, crop_to, pad_to_multiple
+from semseg.models.blocks import Upsample
+from semseg.models.contract import SegmentationModel
 from semseg.models.pretrained import load_pretrained_encoder
 
 STRIDE = 32
 
 
-class FCN(nn.Module):
+class FCN(SegmentationModel):
     """``(N, 3, H, W) -> (N, num_classes, H, W)`` logits; ``skips`` is 0 (FCN-32s), 1 (16s)
     or 2 (8s). Score and upsampling layers are named after the Caffe reference model's."""
 
@@ -52,6 +53,8 @@ class FCN(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.output_stride = STRIDE
         self.encoder = create_vgg(backbone, with_fc=True, width_divisor=width_divisor)
         pool3_channels, pool4_channels = self.encoder.channels[2:4]
         self.score_fr = _zero_conv(self.encoder.fc_channels, num_classes)
@@ -61,16 +64,17 @@ class FCN(nn.Module):
         self.upscore_pool4 = Upsample(num_classes, 2, "transposed") if skips >= 2 else None
         self.upscore = Upsample(num_classes, STRIDE >> skips, "transposed")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded, size = pad_to_multiple(x, STRIDE)
-        features = self.encoder(padded)
+    pads_input = True
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.encoder(x)
         pool3, pool4 = features.pools[2:4]
         score = self.score_fr(features.fc7)
         if self.score_pool4 is not None:
             score = self.upscore2(score) + self.score_pool4(pool4)
         if self.score_pool3 is not None:
             score = self.upscore_pool4(score) + self.score_pool3(pool3)
-        return crop_to(self.upscore(score), size)
+        return self.upscore(score)
 
     def upsampling_parameters(self) -> list[nn.Parameter]:
         """Weights of the transposed convolutions (the bilinear upsamplers)."""

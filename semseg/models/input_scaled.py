@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from semseg.models.contract import SegmentationModel
 
-class InputScaled(nn.Module):
+
+class InputScaled(SegmentationModel):
     """Runs ``model`` on the input resized by ``scale`` and resizes the logits back.
 
     (N, 3, H, W) -> bilinear resize to (floor(H*scale), floor(W*scale)) -> model -> logits
@@ -17,6 +21,9 @@ class InputScaled(nn.Module):
     parity (ONNX Runtime's antialiased Resize treats image borders differently from
     PyTorch's); at ``scale=0.5`` bilinear sampling falls exactly between pixels and equals a
     2x2 average.
+
+    ``num_classes`` and ``encoder`` are the inner model's; ``output_stride`` is the inner
+    model's stride in input pixels, ``ceil(inner stride / scale)``.
     """
 
     def __init__(self, model: nn.Module, scale: float) -> None:
@@ -25,12 +32,14 @@ class InputScaled(nn.Module):
             raise ValueError(f"input_scale must be in (0, 4], got {scale}")
         self.model = model
         self.scale = scale
+        self.num_classes = int(model.num_classes)
+        self.output_stride = math.ceil(model.output_stride / scale)
 
     @property
     def encoder(self) -> nn.Module | None:
         return getattr(self.model, "encoder", None)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
         small = F.interpolate(
             x, scale_factor=self.scale, mode="bilinear", align_corners=False,

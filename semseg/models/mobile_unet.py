@@ -51,6 +51,7 @@ from semseg.models.backbones.mobilenet import (
     mobilenet_v3_large,
 )
 from semseg.models.blocks import ConvBNAct
+from semseg.models.contract import SegmentationModel
 from semseg.models.pretrained import load_pretrained_encoder
 
 ENCODER_STRIDE = 32
@@ -68,7 +69,7 @@ def build_encoder(name: str, width_mult: float) -> MobileNetV2 | MobileNetV3Larg
     raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {name!r}")
 
 
-class MobileUNet(nn.Module):
+class MobileUNet(SegmentationModel):
     """``(N, 3, H, W)`` float -> ``(N, num_classes, H, W)`` float logits, any ``H, W``.
 
     Args:
@@ -107,7 +108,8 @@ class MobileUNet(nn.Module):
                 f"decoder levels, got {merge_kernels}"
             )
         self.encoder = build_encoder(encoder, width_mult)
-        self.output_stride = ENCODER_STRIDE >> len(decoder_channels)
+        self.num_classes = num_classes
+        self.output_stride = ENCODER_STRIDE
         *skip_channels, top_channels = self.encoder.channels
         self.top = ConvBNAct(top_channels, decoder_channels[0], 1)
         self.gate = nn.Conv2d(top_channels, decoder_channels[0], 1)
@@ -123,7 +125,7 @@ class MobileUNet(nn.Module):
         )
         self.classifier = nn.Conv2d(decoder_channels[-1], num_classes, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
         *skips, top = self.encoder(x)
         context = torch.sigmoid(self.gate(top.mean(dim=(2, 3), keepdim=True)))
         y = self.top(top) * context

@@ -17,13 +17,14 @@ import torch
 from torch import nn
 
 from semseg.models.backbones import VGG, create_vgg
-from semseg.models.blocks import Upsample, crop_to, pad_to_multiple
+from semseg.models.blocks import Upsample
+from semseg.models.contract import SegmentationModel
 from semseg.models.pretrained import load_pretrained_encoder
 
 INTERPOLATIONS = ("bilinear", "nearest")
 
 
-class NaiveSegmenter(nn.Module):
+class NaiveSegmenter(SegmentationModel):
     """``(N, 3, H, W) -> (N, num_classes, H, W)`` logits from the encoder's last pool.
 
     The input is zero-padded at the bottom and right to a multiple of the output stride so
@@ -37,14 +38,15 @@ class NaiveSegmenter(nn.Module):
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         self.encoder = encoder
+        self.num_classes = num_classes
         self.output_stride = output_stride
         self.classifier = nn.Conv2d(encoder.channels[-1], num_classes, 1)
         self.upsample = Upsample(num_classes, output_stride, upsampling)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded, size = pad_to_multiple(x, self.output_stride)
-        coarse = self.classifier(self.encoder(padded).pools[-1])
-        return crop_to(self.upsample(coarse), size)
+    pads_input = True
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        return self.upsample(self.classifier(self.encoder(x).pools[-1]))
 
 
 def naive(

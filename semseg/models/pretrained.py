@@ -11,6 +11,7 @@ them (Long et al., "Fully Convolutional Networks for Semantic Segmentation", CVP
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Mapping
@@ -67,9 +68,10 @@ def load_state_dict_file(
 
     Args:
         source: a local path, or an ``http``, ``https`` or ``file`` URL. URLs are downloaded
-            once into ``cache_dir`` under the URL's file name and read from there afterwards.
-        cache_dir: download directory; defaults to torch hub's ``checkpoints`` directory, where
-            torchvision keeps its downloads, so weights fetched by torchvision are reused.
+            once into ``cache_dir/<key>/<file name>``, where ``key`` is the first 16 hex
+            digits of the SHA-256 of the whole URL (two URLs ending in the same file name get
+            two entries), and read from there afterwards.
+        cache_dir: download directory; defaults to ``semseg`` in torch hub's directory.
 
     Returns:
         ``name -> tensor`` on the CPU, with torchvision names.
@@ -216,10 +218,15 @@ def _local_file(source: str, cache_dir: Path | None) -> Path:
     file_name = Path(url.path).name
     if not file_name:
         raise ValueError(f"weights URL {source!r} does not end in a file name")
-    cache_dir = cache_dir if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
-    path = cache_dir / file_name
+    cache_dir = cache_dir if cache_dir is not None else Path(torch.hub.get_dir()) / "semseg"
+    path = cache_dir / url_cache_key(source) / file_name
     if not path.is_file():
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s to %s", source, path)
         torch.hub.download_url_to_file(source, str(path), progress=False)
     return path
+
+
+def url_cache_key(url: str) -> str:
+    """The cache folder name of a weights URL: 16 hex digits of the SHA-256 of the whole URL."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]

@@ -22,12 +22,12 @@ import itertools
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from semseg.models.backbones import vgg16_bn
 from semseg.models.backbones.vgg import STAGE_WIDTHS, vgg_conv_layers
-from semseg.models.blocks import UPSAMPLING_MODES, Upsample
+from semseg.models.blocks import UPSAMPLING_MODES, Upsample, crop_to
+from semseg.models.contract import SegmentationModel
 from semseg.models.pretrained import load_pretrained_encoder
 
 BASIC_WIDTH = 64
@@ -53,25 +53,13 @@ def max_unpool(x: torch.Tensor, indices: torch.Tensor, like: torch.Tensor) -> to
     return flat.view(n, c, height, width)
 
 
-def crop_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """The top-left ``(H, W)`` of ``x`` (``(N, C, H', W')`` with ``H' >= H``, ``W' >= W``), where
-    ``like`` is ``(..., H, W)``.
-
-    Written as ``index_select`` rather than slicing: ``torch.export`` would turn a slice whose
-    end is a symbolic size into a guard that the example input's sizes are the only ones.
-    """
-    rows = torch.arange(like.shape[-2], device=x.device)
-    columns = torch.arange(like.shape[-1], device=x.device)
-    return x.index_select(-2, rows).index_select(-1, columns)
-
-
-class SegNet(nn.Module):
+class SegNet(SegmentationModel):
     """VGG16-BN encoder (13 convolutions, 5 pools with indices) and its mirror as decoder.
 
-    ``(N, 3, H, W) -> (N, num_classes, H, W)`` logits for any ``H, W``; output stride 1 (the
-    decoder ends at input resolution). Decoder stage ``k`` mirrors encoder stage ``k``:
-    unpool with pool ``k``'s indices, then its convolutions in reverse, the last one
-    narrowing to the channels that entered encoder stage ``k``; stage 1 ends in a 3x3
+    ``(N, 3, H, W) -> (N, num_classes, H, W)`` logits for any ``H, W`` (ceil-mode pools);
+    output stride 32 (the decoder ends at input resolution). Decoder stage ``k`` mirrors
+    encoder stage ``k``: unpool with pool ``k``'s indices, then its convolutions in reverse,
+    the last one narrowing to the channels that entered encoder stage ``k``; stage 1 ends in a 3x3
     classifier (no batch norm). Full width: 29,443,008 + 577 * num_classes parameters
     (29,449,355 for CamVid's 11 classes; the paper reports 29.5M).
 
@@ -92,6 +80,8 @@ class SegNet(nn.Module):
                 f"SegNet upsampling {upsampling!r} is not one of {', '.join(SEGNET_UPSAMPLING)}"
             )
         self.upsampling = upsampling
+        self.num_classes = num_classes
+        self.output_stride = 32
         self.encoder = vgg16_bn(width_divisor=width_divisor, ceil_mode=True, return_indices=True)
         stages = []
         in_channels = 3
@@ -111,7 +101,7 @@ class SegNet(nn.Module):
         )
         self.classifier = nn.Conv2d(self.encoder.channels[0], num_classes, 3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
         features = self.encoder(x)
         pool_inputs = [x, *features.pools[:-1]]  # same spatial size as each pool's input
         y = features.pools[-1]
@@ -125,18 +115,18 @@ class SegNet(nn.Module):
             if self.upsampling == "indices":
                 y = max_unpool(y, indices, like)
             else:  # a ceil-mode pool's output cell i covers input rows 2i, 2i + 1: crop the end
-                y = crop_to(upsample(y), like)
+                y = crop_to(upsample(y), like.shape[-2:])
             y = stage(y)
         return self.classifier(y)
 
 
-class SegNetBasic(nn.Module):
+class SegNetBasic(SegmentationModel):
     """SegNet-Basic: 4 encoder and 4 decoder layers, 64 channels, 7x7 kernels.
 
     Input local response normalisation (size 5, alpha 1e-4, beta 0.75); encoder layers are
     conv-BN-ReLU then a 2x2 pool keeping indices; decoder layers are unpool then conv-BN with
     no ReLU (as in the authors' Caffe model); a 1x1 classifier. ``(N, 3, H, W) -> (N,
-    num_classes, H, W)`` for any ``H, W``; output stride 1. Parameters: 1,415,872 + 65 *
+    num_classes, H, W)`` for any ``H, W``; output stride 16. Parameters: 1,415,872 + 65 *
     num_classes (1,416,587 for 11 classes).
     """
 
@@ -144,21 +134,24 @@ class SegNetBasic(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.output_stride = 16
         self.norm = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75)
         self.encoder = nn.ModuleList(
             nn.Sequential(*_basic_conv(3 if i == 0 else BASIC_WIDTH), nn.ReLU(inplace=True))
             for i in range(4)
         )
+        self.pool = nn.MaxPool2d(2, 2, ceil_mode=True, return_indices=True)
         self.decoder = nn.ModuleList(nn.Sequential(*_basic_conv(BASIC_WIDTH)) for _ in range(4))
         self.classifier = nn.Conv2d(BASIC_WIDTH, num_classes, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm(x)
         pool_inputs: list[torch.Tensor] = []  # each layer's input has its pool's input size
         indices: list[torch.Tensor] = []
         for layer in self.encoder:
             pool_inputs.append(y)
-            y, argmax = F.max_pool2d(layer(y), 2, 2, ceil_mode=True, return_indices=True)
+            y, argmax = self.pool(layer(y))
             indices.append(argmax)
         for layer, argmax, like in zip(
             self.decoder, reversed(indices), reversed(pool_inputs), strict=True

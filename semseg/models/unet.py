@@ -20,7 +20,8 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from semseg.models.blocks import Upsample, conv_stack, crop_to, pad_to_multiple
+from semseg.models.blocks import Upsample, conv_stack
+from semseg.models.contract import SegmentationModel
 
 
 class UNetEncoder(nn.Module):
@@ -49,7 +50,7 @@ class UNetEncoder(nn.Module):
         return features
 
 
-class UNet(nn.Module):
+class UNet(SegmentationModel):
     """``(N, in_channels, H, W)`` float -> ``(N, num_classes, H, W)`` float logits.
 
     Output stride ``2**depth``: the input is zero-padded at the bottom and right to a multiple
@@ -74,6 +75,7 @@ class UNet(nn.Module):
             raise ValueError(f"base_channels must be at least 1, got {base_channels}")
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
+        self.num_classes = num_classes
         self.output_stride = 2**depth
         self.encoder = UNetEncoder(in_channels, base_channels, depth, batch_norm)
         # Deepest level first: upsample level k + 1 to level k, merge with level k's features.
@@ -86,12 +88,13 @@ class UNet(nn.Module):
         )
         self.classifier = nn.Conv2d(base_channels, num_classes, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, size = pad_to_multiple(x, self.output_stride)
+    pads_input = True
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
         *skips, x = self.encoder(x)
         for up, merge, skip in zip(self.up, self.merge, reversed(skips), strict=True):
             x = merge(torch.cat([skip, up(x)], dim=1))
-        return crop_to(self.classifier(x), size)
+        return self.classifier(x)
 
 
 def _up_convolution(in_channels: int, out_channels: int, mode: str) -> nn.Module:

@@ -14,6 +14,7 @@ from semseg.data.formats import (
     Sample,
     detect_format,
     list_split,
+    list_splits,
 )
 from semseg.labels import CAMVID, IGNORE_INDEX
 
@@ -57,6 +58,32 @@ def test_image_without_mask_names_folder_and_image(make_camvid, random_pair):
     assert str(root / "trainannot") in message
     assert "train_001.png" in message
     assert "train_000.png" not in message
+
+
+def test_a_camvid_copy_with_only_a_test_split_is_recognised(make_camvid, random_pair):
+    root = make_camvid({"test": [random_pair(0)]})
+    (root / "notes").mkdir()
+    (root / "annot").mkdir()  # no split name before "annot"
+    assert detect_format(root) == "camvid"
+    assert list_splits(root) == ["test"]
+    assert [s.image.name for s in list_split(root, "test").samples] == ["test_000.png"]
+    (root / "valannot").mkdir()  # without val/ it is not a split
+    assert list_splits(root, "camvid") == ["test"]
+
+
+def test_unpaired_files_are_listed_when_not_strict(make_camvid, random_pair):
+    root = make_camvid({"train": [random_pair(i) for i in range(3)]})
+    (root / "trainannot" / "train_001.png").unlink()
+    (root / "train" / "train_002.png").rename(root / "train" / "renamed.png")
+    files = list_split(root, "train", strict=False)
+    assert [s.image.name for s in files.samples] == ["train_000.png"]
+    assert files.images_without_masks == (
+        root / "train" / "renamed.png",
+        root / "train" / "train_001.png",
+    )
+    assert files.masks_without_images == (root / "trainannot" / "train_002.png",)
+    with pytest.raises(DatasetError, match="no mask for 2 image"):
+        list_split(root, "train")
 
 
 def test_empty_image_folder(make_camvid, random_pair):
@@ -241,6 +268,18 @@ def test_voc_listed_file_missing(tmp_path):
     assert str(id_file) in str(error.value)
 
 
+def test_voc_unpaired_ids_when_not_strict(tmp_path):
+    _write_voc(tmp_path, {"train": ["a", "b", "c"]})
+    (tmp_path / "SegmentationClass" / "b.png").unlink()
+    (tmp_path / "JPEGImages" / "c.jpg").unlink()
+    files = list_split(tmp_path, "train", "voc", strict=False)
+    assert [s.image.name for s in files.samples] == ["a.jpg"]
+    assert files.images_without_masks == (tmp_path / "JPEGImages" / "b.jpg",)
+    assert files.masks_without_images == (tmp_path / "SegmentationClass" / "c.png",)
+    with pytest.raises(DatasetError, match="b.png: listed in"):
+        list_split(tmp_path, "train", "voc")
+
+
 def test_voc_missing_split_list(tmp_path):
     _write_voc(tmp_path, {"train": ["a"]})
     id_file = tmp_path / "ImageSets" / "Segmentation" / "val.txt"
@@ -300,6 +339,40 @@ def test_cityscapes_missing_mask_names_city_folder_and_image(tmp_path):
         list_split(tmp_path, "val", "cityscapes")
     assert str(gt) in str(error.value)
     assert "lindau_000001_000019_leftImg8bit.png" in str(error.value)
+
+
+def test_cityscapes_unpaired_files_are_only_image_and_label_id_files(tmp_path):
+    _write_cityscapes(tmp_path, "val", {"lindau": ["lindau_000000_000019", "lindau_000001_000019"]})
+    _write_cityscapes(tmp_path, "val", {"munster": ["munster_000000_000019"]})
+    (tmp_path / "leftImg8bit" / "val" / "lindau" / "lindau_000001_000019_leftImg8bit.png").unlink()
+    gt = tmp_path / "gtFine" / "val"
+    (gt / "lindau" / "lindau_000000_000019_gtFine_labelIds.png").unlink()
+    for path in (tmp_path / "leftImg8bit" / "val" / "munster").iterdir():
+        path.unlink()
+    (tmp_path / "leftImg8bit" / "val" / "munster").rmdir()
+    files = list_split(tmp_path, "val", strict=False)
+    assert files.samples == ()
+    assert files.images_without_masks == (
+        tmp_path / "leftImg8bit" / "val" / "lindau" / "lindau_000000_000019_leftImg8bit.png",
+    )
+    # The color and instanceIds files are not masks; munster has masks but no images.
+    assert files.masks_without_images == (
+        gt / "lindau" / "lindau_000001_000019_gtFine_labelIds.png",
+        gt / "munster" / "munster_000000_000019_gtFine_labelIds.png",
+    )
+
+
+def test_splits_of_each_format(tmp_path, make_camvid, random_pair):
+    camvid = make_camvid({"train": [random_pair(0)], "val": [random_pair(1)]})
+    assert list_splits(camvid) == ["train", "val"]
+    raw = np.zeros(SIZE, dtype=np.uint8)
+    _write_folder(tmp_path / "folder", {"classes": CLASSES}, [raw], split="val")
+    _write_folder(tmp_path / "folder", {"classes": CLASSES}, [raw], split="test")
+    assert list_splits(tmp_path / "folder") == ["test", "val"]
+    _write_voc(tmp_path / "VOCdevkit" / "VOC2012", {"train": ["a"], "val": ["b"]})
+    assert list_splits(tmp_path / "VOCdevkit") == ["train", "val"]
+    _write_cityscapes(tmp_path / "cityscapes", "train", {"aachen": ["aachen_000000_000019"]})
+    assert list_splits(tmp_path / "cityscapes") == ["train"]
 
 
 def test_cityscapes_missing_split(tmp_path):

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semseg.data.io import ImageReadError, read_image, read_mask, write_index_png
+from semseg.data.io import (
+    ImageReadError,
+    ImageTooLargeError,
+    image_size,
+    read_image,
+    read_mask,
+    write_index_png,
+)
 from semseg.labels import CAMVID, IGNORE_INDEX, LabelError, LabelSet
 
 TRIO = LabelSet(
@@ -118,7 +125,7 @@ def test_read_mask_16_bit(tmp_path):
     Image.fromarray(np.array([[0, 2], [1, 255]], dtype=np.uint16)).save(tmp_path / "w.png")
     np.testing.assert_array_equal(read_mask(tmp_path / "w.png", TRIO), [[0, 2], [1, 255]])
     Image.fromarray(np.array([[0, 300]], dtype=np.uint16)).save(tmp_path / "big.png")
-    with pytest.raises(ImageReadError, match=rf"{re.escape(str(tmp_path / 'big.png'))}.*300"):
+    with pytest.raises(LabelError, match=rf"{re.escape(str(tmp_path / 'big.png'))}.*300"):
         read_mask(tmp_path / "big.png", TRIO)
 
 
@@ -182,3 +189,34 @@ def test_written_mask_reads_back_as_train_ids(tmp_path):
     write_index_png(tmp_path / "m.png", train, palette=TRIO.palette())
     np.testing.assert_array_equal(read_mask(tmp_path / "m.png", TRIO), train)
     np.testing.assert_array_equal(read_mask(tmp_path / "m.png", TRIO, colour=True), train)
+
+
+def test_decompression_bomb_header_is_refused_naming_the_file(tmp_path, png_claiming):
+    bomb = png_claiming(tmp_path / "bomb.png", 60000, 60000)
+    assert bomb.stat().st_size < 100
+    for read in (read_image, image_size, lambda path: read_mask(path, CAMVID)):
+        with pytest.raises(ImageTooLargeError, match=re.escape(f"{bomb}: refused before decoding")):
+            read(bomb)
+    with pytest.raises(ImageReadError, match="limit is 134,217,728 pixels"):
+        read_image(bomb)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_a_header_over_semsegs_limit_but_under_pillows_is_refused(tmp_path, png_claiming):
+    # 144 million pixels: over the default 2**27, under Pillow's ceiling of 178,956,970.
+    big = png_claiming(tmp_path / "big.png", 12000, 12000)
+    message = f"{big}: 12000x12000 image (144,000,000 pixels) is over the limit of 134,217,728"
+    with pytest.raises(ImageTooLargeError, match=re.escape(message)):
+        read_image(big)
+
+
+def test_max_pixels_is_checked_before_decoding(tmp_path, rgb):
+    path = tmp_path / "a.png"
+    Image.fromarray(rgb).save(path)  # 12 rows of 16
+    assert image_size(path, max_pixels=192) == (12, 16)
+    np.testing.assert_array_equal(read_image(path, max_pixels=192), rgb)
+    with pytest.raises(ImageTooLargeError, match=re.escape(f"{path}: 16x12 image (192 pixels)")):
+        read_image(path, max_pixels=191)
+    Image.fromarray(np.zeros((12, 16), np.uint8)).save(tmp_path / "m.png")
+    with pytest.raises(ImageTooLargeError, match="over the limit of 191 pixels"):
+        read_mask(tmp_path / "m.png", CAMVID, max_pixels=191)

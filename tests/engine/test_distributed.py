@@ -21,13 +21,14 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from semseg.checkpoint import CheckpointError, build_model_from, load_checkpoint, save_checkpoint
+from semseg.checkpoint import Checkpoint, CheckpointError
 from semseg.cli import main
 from semseg.config import load_recipe
 from semseg.engine import distributed
 from semseg.engine.build import build_dataset
-from semseg.engine.evaluate import evaluate_dataset
+from semseg.engine.evaluate import evaluate
 from semseg.engine.trainer import Trainer
+from semseg.inference.predictor import Predictor
 
 # No BatchNorm and no ignored pixels (crop = image, scale 1), so the gradient averaged over two
 # processes of batch 2 is the gradient of one batch of 4; SGD keeps rounding differences small.
@@ -114,7 +115,7 @@ def _write_recipe(folder: Path, **train: object) -> Path:
 
 
 def _weights(out_dir: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(out_dir / "last.pt")["model"]["state_dict"]
+    return Checkpoint.load(out_dir / "last.pt").state_dict
 
 
 @pytest.fixture(scope="module")
@@ -209,12 +210,12 @@ def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path):
     with pytest.warns(UserWarning, match="fp16"):
         trainer = _tiny(tmp_path, amp="fp16")
     trainer.fit()
-    checkpoint = load_checkpoint(tmp_path / "last.pt")
-    saved = checkpoint["training"]["grad_scaler"]
+    checkpoint = Checkpoint.load(tmp_path / "last.pt")
+    saved = checkpoint.training["grad_scaler"]
     assert saved["scale"] == trainer.scaler.get_scale()
     assert saved["_growth_tracker"] == trainer.state["global_step"]  # steps since an overflow
     saved["scale"] = 1024.0
-    save_checkpoint(tmp_path / "last.pt", checkpoint)
+    checkpoint.save(tmp_path / "last.pt")
     with pytest.warns(UserWarning, match="fp16"):
         resumed = Trainer(trainer.recipe, tmp_path, resume=True)
     assert resumed.scaler.get_scale() == 1024.0
@@ -223,10 +224,10 @@ def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path):
 def test_resume_refuses_a_checkpoint_of_another_process_count(tmp_path):
     trainer = _tiny(tmp_path)
     trainer.fit()
-    checkpoint = load_checkpoint(tmp_path / "last.pt")
-    assert checkpoint["training"]["world_size"] == 1
-    checkpoint["training"]["world_size"] = 2
-    save_checkpoint(tmp_path / "last.pt", checkpoint)
+    checkpoint = Checkpoint.load(tmp_path / "last.pt")
+    assert checkpoint.training["world_size"] == 1
+    checkpoint.training["world_size"] = 2
+    checkpoint.save(tmp_path / "last.pt")
     with pytest.raises(CheckpointError, match="written by 2 process"):
         Trainer(trainer.recipe, tmp_path, resume=True)
 
@@ -244,8 +245,8 @@ def test_two_processes_train_like_one_with_the_global_batch(two_process_run, tmp
         # training moved every tensor by more than 10 times that absolute part
         torch.testing.assert_close(distributed_weights[name], expected, rtol=1e-5, atol=1e-6)
         assert (expected - initial[name]).abs().max() > 1e-5, f"{name} did not train"
-    ddp_log = load_checkpoint(two_process_run / "last.pt")["training"]
-    single_log = load_checkpoint(tmp_path / "last.pt")["training"]
+    ddp_log = Checkpoint.load(two_process_run / "last.pt").training
+    single_log = Checkpoint.load(tmp_path / "last.pt").training
     assert ddp_log["global_step"] == single_log["global_step"] == STEPS
     assert ddp_log["world_size"] == 2
     # the logged loss is the mean over the processes: the loss of the global batch
@@ -257,9 +258,9 @@ def test_two_processes_train_like_one_with_the_global_batch(two_process_run, tmp
 def test_sharded_validation_scores_the_checkpointed_model(two_process_run):
     """The last epoch's validation (5 images split 3 + 2 over the processes) equals scoring
     the saved weights in one process."""
-    model = build_model_from(load_checkpoint(two_process_run / "last.pt"))
+    predictor = Predictor.from_checkpoint(two_process_run / "last.pt", "cpu")
     val_set = build_dataset(load_recipe(None, base=RECIPE).data, "val")
-    expected = evaluate_dataset(model, val_set, val_set.labels.num_classes).to_dict(val_set.labels)
+    expected = evaluate(predictor, val_set).to_dict(val_set.labels)
     logged = [json.loads(line) for line in (two_process_run / "metrics.jsonl").open()][-1]["val"]
     assert logged["per_class_iou"] == expected["per_class_iou"]
     assert logged["miou"] == expected["miou"]
@@ -307,11 +308,11 @@ def test_two_nodes_write_one_run_folder_and_need_a_shared_one_to_resume(tmp_path
     (code0, out0, err0), (code1, out1, err1) = _two_nodes(recipe, outs)
     assert (code0, code1) == (0, 0), err0[-2000:] + err1[-2000:]
     assert {p.name for p in outs[0].iterdir()} == {
-        "last.pt", "best.pt", "metrics.jsonl", "curves.png", "recipe.yaml"
+        "last.pt", "best.pt", "metrics.jsonl", "curves.png", "recipe.yaml", "plots"
     }  # fmt: skip
     assert not outs[1].exists()
     assert "run folder" in out0 and "run folder" not in out1
-    training = load_checkpoint(outs[0] / "last.pt")["training"]
+    training = Checkpoint.load(outs[0] / "last.pt").training
     assert (training["world_size"], training["global_step"]) == (2, STEPS // 2)
 
     (code0, _, err0), (code1, _, err1) = _two_nodes(recipe, outs, "--resume")
@@ -345,7 +346,7 @@ def test_killed_worker_stops_the_run_and_resume_is_exact(two_process_run, tmp_pa
     assert launcher.returncode != 0
     root_cause = stderr[stderr.index("Root Cause") :]
     assert "rank      : 1" in root_cause and "Signal 9 (SIGKILL)" in root_cause
-    interrupted = load_checkpoint(out / "last.pt")["training"]["global_step"]
+    interrupted = Checkpoint.load(out / "last.pt").training["global_step"]
     assert interrupted < STEPS, "the run finished before it could be killed"
 
     resumed = _run(_torchrun(STANDALONE, ["train", "--recipe", str(recipe), "--out", str(out),

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from semseg.checkpoint import CheckpointError, load_checkpoint
+from semseg.checkpoint import Checkpoint, CheckpointError
 from semseg.config import load_recipe
 from semseg.engine.trainer import Trainer, learning_rate_factor
+from semseg.models.backbones import create_vgg
 
 TINY = [
     "data.synthetic_train_size=12",
@@ -51,20 +52,23 @@ def test_run_writes_checkpoints_logs_and_curves(tmp_path):
     # validated every 2 epochs and after the last one
     assert ["val" in r for r in records] == [False, True, True]
     assert all(math.isfinite(r["train_loss"]) for r in records)
-    last = load_checkpoint(tmp_path / "last.pt")
-    assert last["training"]["epoch"] == 3
-    assert last["training"]["global_step"] == 3 * (12 // 4)
-    assert last["labels"]["names"][3] == "Road"
-    best = load_checkpoint(tmp_path / "best.pt")
+    last = Checkpoint.load(tmp_path / "last.pt")
+    assert last.training["epoch"] == 3
+    assert last.training["global_step"] == 3 * (12 // 4)
+    assert last.labels.names[3] == "Road"
+    best = Checkpoint.load(tmp_path / "best.pt")
     best_miou = max(r["val"]["miou"] for r in records if "val" in r)
-    assert best["training"]["best_miou"] == pytest.approx(best_miou)
+    assert best.training["best_miou"] == pytest.approx(best_miou)
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "confusion_matrix.png", "per_class_scores.png"
+    ]  # fmt: skip
     assert evaluation.to_dict(Trainer(recipe, tmp_path, resume=True).labels)["miou"] == (
         pytest.approx(records[-1]["val"]["miou"])
     )
 
 
 def _final_weights(out_dir: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(out_dir / "last.pt")["model"]["state_dict"]
+    return Checkpoint.load(out_dir / "last.pt").state_dict
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
@@ -84,7 +88,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    interrupted = load_checkpoint(killed / "last.pt")["training"]
+    interrupted = Checkpoint.load(killed / "last.pt").training
     assert interrupted["global_step"] < 9, "the run finished before it could be killed"
 
     Trainer(load_recipe("demo", overrides), killed, resume=True, progress=False).fit()
@@ -116,4 +120,50 @@ def test_resume_refuses_another_model_or_recipe(tmp_path):
     trainer = Trainer(longer, tmp_path, resume=True, progress=False)
     assert trainer.state["epoch"] == 1
     trainer.fit()
-    assert load_checkpoint(tmp_path / "last.pt")["training"]["epoch"] == 2
+    assert Checkpoint.load(tmp_path / "last.pt").training["epoch"] == 2
+
+
+# naive on a 1/16-wide VGG16: the smallest model that takes encoder_weights.
+NAIVE = [
+    *TINY[:4],
+    "model.name=naive",
+    "model.width_divisor=16",
+    "train.batch_size=4",
+    "train.epochs=1",
+    "train.threads=1",
+]
+
+
+def _vgg_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A torchvision-format state dict for the 1/16-wide VGG16, plus a classifier entry that
+    fits nothing."""
+    torch.manual_seed(1)
+    state = {
+        k: torch.randn_like(v)
+        for k, v in create_vgg("vgg16", width_divisor=16).state_dict().items()
+    }
+    torch.save({**state, "classifier.6.weight": torch.randn(1000, 256)}, path)
+    return state
+
+
+def test_encoder_weights_are_reported_and_not_needed_to_resume(tmp_path):
+    weights = tmp_path / "vgg16.pth"
+    state = _vgg_weights(weights)
+    recipe = load_recipe("demo", [*NAIVE, f"model.encoder_weights={weights}"])
+    trainer = Trainer(recipe, tmp_path / "run", progress=False)
+    report = trainer.encoder_report
+    assert sorted(report.loaded) == sorted(state)
+    assert report.skipped == [("classifier.6.weight", "the model has no such entry")]
+    assert report.missing == []
+    torch.testing.assert_close(trainer.model.encoder.features[0].weight, state["features.0.weight"])
+    trainer.fit()
+
+    weights.unlink()  # the weights are in last.pt now
+    longer = load_recipe("demo", [*NAIVE, f"model.encoder_weights={weights}", "train.epochs=2"])
+    resumed = Trainer(longer, tmp_path / "run", resume=True, progress=False)
+    assert resumed.encoder_report is None
+    saved = Checkpoint.load(tmp_path / "run" / "last.pt").state_dict
+    torch.testing.assert_close(resumed.model.state_dict()["encoder.features.0.weight"],
+                               saved["encoder.features.0.weight"])  # fmt: skip
+    resumed.fit()
+    assert Checkpoint.load(tmp_path / "run" / "last.pt").training["epoch"] == 2

@@ -14,6 +14,8 @@ from semseg.models.input_scaled import InputScaled
 class Recorder(nn.Module):
     """Returns its input (as 3 'classes') and keeps it, to inspect what the network saw."""
 
+    num_classes, output_stride = 3, 4
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.seen = x
         return x
@@ -33,6 +35,13 @@ def test_odd_sizes_come_back_to_input_size():
     assert isinstance(model, InputScaled)
     assert model(torch.randn(1, 3, 97, 131)).shape == (1, 5, 97, 131)
     assert model.encoder is model.model.encoder
+
+
+@pytest.mark.parametrize(("scale", "stride"), [(0.5, 8), (0.75, 6), (2.0, 2)])
+def test_contract_attributes_are_the_inner_models_in_input_pixels(scale, stride):
+    model = create_model("unet", 5, input_scale=scale, base_channels=4, depth=2)
+    assert model.num_classes == 5
+    assert model.output_stride == stride  # ceil(4 / scale)
 
 
 def test_logits_are_the_inner_logits_resized():

@@ -235,3 +235,35 @@ def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:
         mobilenet_v2(**kwargs)
     with pytest.raises(ValueError, match=message):
         mobilenet_v3_large(**kwargs)
+
+
+def test_batchnorm_eps_and_momentum_are_torchvisions() -> None:
+    # torchvision: MobileNetV3 builds every norm as BatchNorm2d(eps=0.001, momentum=0.01);
+    # MobileNetV2 uses nn.BatchNorm2d's defaults (1e-5, 0.1).
+    with torch.device("meta"):
+        v3, v2 = mobilenet_v3_large(), mobilenet_v2()
+    for encoder, expected in ((v3, (1e-3, 0.01)), (v2, (1e-5, 0.1))):
+        norms = [m for m in encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        assert norms
+        assert {(m.eps, m.momentum) for m in norms} == {expected}
+
+
+def test_torchvision_weights_give_torchvisions_stem_features(tmp_path: Path) -> None:
+    # A hand-computed stem (conv stride 2, BatchNorm with eps 1e-3, hard swish) on weights in
+    # torchvision's format. The small running variances make eps matter: with 1e-5 the
+    # features would differ by up to ~10x.
+    state = random_state(torchvision_mobilenet_v3_large_shapes())
+    state["features.0.1.running_var"] = torch.full((16,), 1e-3)
+    path = tmp_path / "mobilenet_v3_large.pth"
+    torch.save(state, path)
+    encoder = mobilenet_v3_large().eval()
+    load_pretrained_encoder(encoder, path)
+    x = torch.randn(1, 3, 9, 12, generator=torch.Generator().manual_seed(0))
+    conv = torch.nn.functional.conv2d(x, state["features.0.0.weight"], stride=2, padding=1)
+    mean, var = state["features.0.1.running_mean"], state["features.0.1.running_var"]
+    weight, bias = state["features.0.1.weight"], state["features.0.1.bias"]
+    normed = (conv - mean[:, None, None]) / torch.sqrt(var[:, None, None] + 1e-3)
+    affine = normed * weight[:, None, None] + bias[:, None, None]
+    expected = affine * (affine + 3).clamp(0, 6) / 6  # hard swish
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.features[0](x), expected, rtol=1e-5, atol=1e-5)

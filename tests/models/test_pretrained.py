@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from semseg.models.pretrained import (
     load_encoder_weights,
     load_pretrained_encoder,
     load_state_dict_file,
+    url_cache_key,
 )
 
 
@@ -159,11 +161,27 @@ def test_file_url_is_downloaded_once_into_the_cache(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
 
     first = load_state_dict_file(source.as_uri(), cache_dir=cache)
-    assert (cache / "weights.pth").is_file()
+    assert (cache / url_cache_key(source.as_uri()) / "weights.pth").is_file()
     source.unlink()  # a second download would now fail
     second = load_state_dict_file(source.as_uri(), cache_dir=cache)
     torch.testing.assert_close(first["w"], tensor)
     torch.testing.assert_close(second["w"], tensor)
+
+
+def test_urls_with_the_same_file_name_have_their_own_cache_entries(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    loaded = {}
+    for folder, value in (("a", 1.0), ("b", 2.0)):
+        source = tmp_path / folder / "weights.pth"
+        source.parent.mkdir()
+        torch.save({"w": torch.full((3,), value)}, source)
+        loaded[folder] = load_state_dict_file(source.as_uri(), cache_dir=cache)["w"]
+    torch.testing.assert_close(loaded["a"], torch.full((3,), 1.0))
+    torch.testing.assert_close(loaded["b"], torch.full((3,), 2.0))
+    assert len(list(cache.glob("*/weights.pth"))) == 2
+    # The key is the SHA-256 of the full URL.
+    url = (tmp_path / "a" / "weights.pth").as_uri()
+    assert url_cache_key(url) == hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
 def test_missing_path_unsupported_scheme_and_non_state_dict_are_errors(tmp_path: Path) -> None:

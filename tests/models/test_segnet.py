@@ -20,6 +20,7 @@ class TestSegNet(ArchitectureContract):
     model_name = "segnet"
     model_kwargs: ClassVar = {"width_divisor": 16}
     input_size = (64, 96)  # pool5 at least 2x2: export would specialise a size-1 dimension
+    routes_by_argmax = True
 
 
 class TestSegNetTransposedDecoder(ArchitectureContract):
@@ -31,6 +32,7 @@ class TestSegNetTransposedDecoder(ArchitectureContract):
 class TestSegNetBasic(ArchitectureContract):
     model_name = "segnet_basic"
     input_size = (48, 64)
+    routes_by_argmax = True
 
 
 def test_unpooling_puts_each_value_back_at_its_argmax() -> None:

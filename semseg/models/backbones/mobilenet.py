@@ -11,6 +11,10 @@ Both return five feature maps, the outputs of the last block at strides 2, 4, 8,
 dilate their depthwise convolution instead (DeepLab's atrous convolution; the strided block
 itself uses the previous dilation, as torchvision's ``replace_stride_with_dilation`` does for
 ResNet), so pretrained weights still apply.
+
+BatchNorm: MobileNetV2 uses PyTorch's defaults (eps 1e-5, momentum 0.1), MobileNetV3-Large
+eps 1e-3 and momentum 0.01, as torchvision defines each (and as its ImageNet weights were
+trained): with another eps the same weights compute different features.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from torch import nn
 from semseg.models.blocks import ConvBNAct
 
 OUTPUT_STRIDES = (8, 16, 32)
+MOBILENET_V3_BATCHNORM = {"eps": 1e-3, "momentum": 0.01}
+"""torchvision's ``mobilenet_v3_large`` norm layer: ``BatchNorm2d(eps=0.001, momentum=0.01)``."""
 
 
 class SeparableConv(nn.Sequential):
@@ -283,6 +289,10 @@ class MobileNetV3Large(_StageOutputs):
         self.taps = (1, 3, 6, 12, 16)
         self.channels = (*(_out_channels(layers[i]) for i in self.taps[:-1]), 6 * in_channels)
         self.strides = feature_strides(output_stride)
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eps = MOBILENET_V3_BATCHNORM["eps"]
+                module.momentum = MOBILENET_V3_BATCHNORM["momentum"]
         _init_weights(self)
 
 

@@ -47,6 +47,8 @@ class BasicBlock(nn.Module):
     """
 
     expansion = 1
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
+    """Each convolution feeds the BatchNorm after it; :mod:`semseg.inference.fuse` folds them."""
 
     def __init__(
         self, in_channels: int, channels: int, stride: int, dilations: tuple[int, int]
@@ -76,6 +78,7 @@ class Bottleneck(nn.Module):
     """
 
     expansion = 4
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
     def __init__(
         self, in_channels: int, channels: int, stride: int, dilations: tuple[int, int]
@@ -123,6 +126,8 @@ class ResNet(nn.Module):
         width_divisor: divide every channel count by this (a divisor of 64); 1 is the real
             network, larger values build small copies for tests.
     """
+
+    conv_bn_pairs = (("conv1", "bn1"),)
 
     def __init__(self, depth: int, output_stride: int = 32, width_divisor: int = 1) -> None:
         super().__init__()
