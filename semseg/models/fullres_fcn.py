@@ -19,12 +19,13 @@ import torch
 from torch import nn
 
 from semseg.models.blocks import ConvBNAct
+from semseg.models.contract import SegmentationModel
 
 NAIVE_DEPTH = 13
 """3x3 convolutions of VGG16, the naive baseline's encoder."""
 
 
-class FullResolutionFCN(nn.Module):
+class FullResolutionFCN(SegmentationModel):
     """``(N, 3, H, W)`` float -> ``(N, num_classes, H, W)`` float logits, output stride 1.
 
     ``len(dilations)`` 3x3 conv-BN-ReLU layers of ``width`` channels at stride 1 (padding equal
@@ -56,7 +57,7 @@ class FullResolutionFCN(nn.Module):
         )
         self.classifier = nn.Conv2d(width, num_classes, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.encoder(x))
 
 

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from semseg.models.blocks import ConvBNAct, crop_to
+from semseg.models.contract import SegmentationModel
 
 MODES = ("dense", "literal")
 INTERPOLATIONS = ("bilinear", "nearest")
@@ -52,7 +53,7 @@ def feature_size(patch_size: int, blocks: int) -> int:
     return size
 
 
-class PatchClassifier(nn.Module):
+class PatchClassifier(SegmentationModel):
     """``(N, 3, H, W)`` float -> ``(N, num_classes, H, W)`` float logits of each pixel's patch.
 
     Args:
@@ -118,9 +119,10 @@ class PatchClassifier(nn.Module):
             in_channels = width
         self.encoder = nn.Sequential(*blocks)
         self.fc = nn.Linear(in_channels * self.feature_size**2, hidden)
+        self.activation = nn.ReLU(inplace=True)
         self.classifier = nn.Linear(hidden, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "dense":
             return self._spread(self.dense_scores(x), self.output_stride, x.shape[-2:])
         return self._spread(self.literal_scores(x), self.window_stride, x.shape[-2:])
@@ -128,7 +130,7 @@ class PatchClassifier(nn.Module):
     def classify_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """``(n, 3, K, K)`` patches -> ``(n, num_classes)`` scores of their centre pixels."""
         features = self.encoder(patches).flatten(1)
-        return self.classifier(F.relu(self.fc(features)))
+        return self.classifier(self.activation(self.fc(features)))
 
     def dense_scores(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` -> ``(N, C, ceil(H / S), ceil(W / S))``: the patch scores of the
@@ -136,7 +138,7 @@ class PatchClassifier(nn.Module):
         features = self.encoder(self._pad_for_centres(x, self.output_stride))
         f = self.feature_size
         fc = self.fc.weight.view(self.fc.out_features, -1, f, f)
-        hidden = F.relu(F.conv2d(features, fc, self.fc.bias))
+        hidden = self.activation(F.conv2d(features, fc, self.fc.bias))
         return F.conv2d(hidden, self.classifier.weight[:, :, None, None], self.classifier.bias)
 
     def literal_scores(self, x: torch.Tensor, window_stride: int | None = None) -> torch.Tensor:
