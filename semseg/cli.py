@@ -1,5 +1,5 @@
-"""The ``semseg`` command line: demo, train, evaluate, predict, export, drivable, check, stats,
-models."""
+"""The ``semseg`` command line: demo, train, evaluate, predict, export, drivable, serve, check,
+stats, models."""
 
 from __future__ import annotations
 
@@ -158,6 +158,13 @@ def _inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _file_inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """What every command that segments files takes: the pixel limit, the inference options
+    and the torch device."""
+    command = click.option("--device", help="torch device (PyTorch checkpoints).")(command)
+    return _max_pixels_option(DEFAULT_MAX_PIXELS)(_inference_options(command))
 
 
 def _load_predictor(checkpoint: Any, device: str | None, inference: dict[str, Any]) -> Any:
@@ -319,9 +326,7 @@ def _evaluation_data(checkpoint: Any, data: str | None, data_format: str | None)
     is_flag=True,
     help="Also write STEM_confidence.png: top-class probability as 8-bit grey.",
 )
-@_max_pixels_option(DEFAULT_MAX_PIXELS)
-@_inference_options
-@click.option("--device", help="torch device (PyTorch checkpoints).")
+@_file_inference_options
 @_friendly_errors
 def predict(
     checkpoint: str,
@@ -449,9 +454,7 @@ def _calibration_images(checkpoint: Any, inputs: tuple[str, ...], count: int) ->
               help="Drivable regions touching the bottom row are kept from this fraction of the "
               "image area up.")  # fmt: skip
 @_batch_option
-@_max_pixels_option(DEFAULT_MAX_PIXELS)
-@_inference_options
-@click.option("--device", help="torch device (PyTorch checkpoints).")
+@_file_inference_options
 @_friendly_errors
 def drivable(
     checkpoint: str,
@@ -479,6 +482,142 @@ def drivable(
         hole_fraction=hole_fraction, island_fraction=island_fraction, max_pixels=max_pixels,
     )  # fmt: skip
     _report(failures, len(paths), out)
+
+
+@main.command()
+@_model_file_option
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 serves other machines too.",
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Inference threads, each with --threads CPU threads.",
+)
+@click.option(
+    "--max-upload-mb",
+    default=32.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Largest request body (MiB).",
+)
+@_max_pixels_option(4096 * 4096)
+@click.option(
+    "--max-queue",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Requests that may wait beyond those computing; more get 503.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a segmentation may take (upload, queue, compute); then 504.",
+)
+@click.option(
+    "--batch-max",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Micro-batching: queued images of one size per forward pass.",
+)
+@click.option(
+    "--batch-wait-ms",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Micro-batching: how long to wait for more images of one size.",
+)
+@click.option(
+    "--api-key",
+    envvar="SEMSEG_API_KEY",
+    help="Require Authorization: Bearer KEY on /v1/* and /metrics [env SEMSEG_API_KEY].",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Allow this origin by CORS (repeatable; default: CORS off).",
+)
+@click.option(
+    "--classes",
+    help="Drivable classes: comma-separated names or train ids "
+    "(default: the class named Road; none when there is no such class).",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+@_inference_options
+@click.option("--device", help="torch device (PyTorch checkpoints).")
+@_friendly_errors
+def serve(
+    checkpoint: str,
+    host: str,
+    port: int,
+    workers: int,
+    max_upload_mb: float,
+    max_pixels: int,
+    max_queue: int,
+    timeout_s: float,
+    batch_max: int,
+    batch_wait_ms: float,
+    api_key: str | None,
+    cors_origins: tuple[str, ...],
+    classes: str | None,
+    log_level: str,
+    device: str | None,
+    **inference: Any,
+) -> None:
+    """Serve a model over HTTP: POST /v1/segment, GET /v1/model, /healthz, /readyz, /metrics,
+    and a web page at /. Needs the serve extra (pip install 'semseg[serve]')."""
+    try:
+        import uvicorn
+
+        from semseg.serve.app import create_app
+    except ImportError as error:
+        raise click.ClickException(
+            f"semseg serve needs the serve extra: pip install 'semseg[serve]' ({error})"
+        ) from None
+    from semseg.checkpoint import Checkpoint
+    from semseg.inference.drivable_files import drivable_class_ids
+    from semseg.serve.settings import ServeSettings
+
+    if inference["threads"] is None:  # share the cores between the inference threads
+        inference["threads"] = max(1, (os.cpu_count() or 1) // workers)
+    threads = inference["threads"]
+    model_file = Checkpoint.load(checkpoint)
+    predictor = _load_predictor(model_file, device, inference)
+    if classes is not None:
+        drivable = drivable_class_ids(predictor.labels, [c.strip() for c in classes.split(",")])
+    else:
+        try:
+            drivable = drivable_class_ids(predictor.labels)
+        except ValueError:
+            drivable = []
+    settings = ServeSettings(
+        max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_queue=max_queue,
+        timeout_s=timeout_s, workers=workers, batch_max=batch_max, batch_wait_ms=batch_wait_ms,
+        api_key=api_key, cors_origins=cors_origins, drivable_classes=drivable,
+    )  # fmt: skip
+    app = create_app(predictor, settings, model_file)
+    click.echo(
+        f"serving {checkpoint} on http://{host}:{port} ({workers} inference thread(s) x "
+        f"{threads} CPU thread(s); API key {'required' if api_key else 'off'})"
+    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
 @main.command()

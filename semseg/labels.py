@@ -123,6 +123,19 @@ class LabelSet:
         table[: self.num_classes] = np.array(self.colours, dtype=np.uint8)
         return table
 
+    def subset(self, names: Sequence[str]) -> LabelSet:
+        """The classes ``names`` of this set, in that order, with their colours; raw values
+        are the new train ids ``0..len(names)-1``.
+
+        Raises:
+            ValueError: naming a class this set does not have.
+        """
+        unknown = [name for name in names if name not in self.names]
+        if unknown:
+            raise ValueError(f"classes {unknown} are not in this label set {list(self.names)}")
+        colours = tuple(self.colours[self.names.index(name)] for name in names)
+        return LabelSet(tuple(names), colours, void_colour=self.void_colour)
+
     def to_dict(self) -> dict:
         """Plain-data form stored in checkpoints."""
         return {

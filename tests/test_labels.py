@@ -133,3 +133,15 @@ def test_invalid_construction(kwargs, message):
     args = {"names": ("a",), "colours": (RED,), **kwargs}
     with pytest.raises(ValueError, match=message):
         LabelSet(**args)
+
+
+def test_subset_keeps_names_and_colours_in_the_order_given():
+    from semseg.data.synthetic import SYNTHETIC_LABELS
+
+    subset = CAMVID.subset(["Road", "Sky"])
+    assert subset.names == ("Road", "Sky")
+    assert subset.colours == ((128, 64, 128), (128, 128, 128))
+    assert subset.raw_to_train == {0: 0, 1: 1}
+    assert SYNTHETIC_LABELS.colours[-2:] == ((64, 0, 128), (64, 64, 0))  # Car, Pedestrian
+    with pytest.raises(ValueError, match=r"\['Lawn'\] are not in this label set"):
+        CAMVID.subset(["Road", "Lawn"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -135,10 +136,11 @@ def read_mask(
 
 
 def write_index_png(
-    path: str | Path, labels: np.ndarray, palette: np.ndarray | None = None
+    path: str | Path | BinaryIO, labels: np.ndarray, palette: np.ndarray | None = None
 ) -> None:
-    """Write (H, W) uint8 label ids as a PNG; a palette PNG when ``palette`` (256, 3) is given."""
+    """Write (H, W) uint8 label ids as a PNG (to a path or a binary file); a palette PNG when
+    ``palette`` (256, 3) is given."""
     image = Image.fromarray(labels.astype(np.uint8))
     if palette is not None:
         image.putpalette(palette.astype(np.uint8).reshape(-1).tolist())
-    image.save(path)
+    image.save(path, format="PNG")

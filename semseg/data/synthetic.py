@@ -20,20 +20,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from semseg.labels import LabelSet
+from semseg.labels import CAMVID
 
-SYNTHETIC_LABELS = LabelSet(
-    names=("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "Car", "Pedestrian"),
-    colours=(
-        (128, 128, 128),
-        (128, 0, 0),
-        (192, 192, 128),
-        (128, 64, 128),
-        (60, 40, 222),
-        (128, 128, 0),
-        (64, 0, 128),
-        (64, 64, 0),
-    ),
+SYNTHETIC_LABELS = CAMVID.subset(
+    ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "Car", "Pedestrian")
 )
 """Classes of :func:`render_scene` masks, CamVid colours; train id = raw value 0..7."""
 

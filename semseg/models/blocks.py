@@ -151,3 +151,67 @@ def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """
     height, width = size
     return F.pad(x, (0, width - x.shape[-1], 0, height - x.shape[-2]))
+
+
+OUTPUT_STRIDES = (8, 16, 32)
+"""Output strides a backbone can be built for (dilation replaces the later strides)."""
+
+
+class SeparableConv(nn.Sequential):
+    """Depthwise ``kernel_size`` conv-BN-act then pointwise 1x1 conv-BN-act (MobileNetV1's and
+    Xception's depthwise separable convolution, as DeepLabV3+ uses it).
+
+    ``(N, in_channels, H, W) -> (N, out_channels, H, W)``; entries ``depthwise``, ``pointwise``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        dilation: int = 1,
+        activation: Callable[[], nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        self.depthwise = ConvBNAct(
+            in_channels,
+            in_channels,
+            kernel_size,
+            dilation=dilation,
+            groups=in_channels,
+            activation=activation,
+        )
+        self.pointwise = ConvBNAct(in_channels, out_channels, 1, activation=activation)
+
+
+class DilationSchedule:
+    """Turns strides past ``output_stride`` into dilation; call once per block, in order.
+
+    A block asked for a stride that would take the network past ``output_stride`` gets stride
+    1 and the dilation so far; the blocks after it get that dilation times the stride.
+    """
+
+    def __init__(self, output_stride: int) -> None:
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(
+                f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, "
+                f"got {output_stride}"
+            )
+        self.output_stride = output_stride
+        self.stride = 1
+        self.dilation = 1
+
+    def __call__(self, stride: int) -> tuple[int, int]:
+        """``(stride, dilation)`` a block asked for ``stride`` should use."""
+        if self.stride * stride <= self.output_stride:
+            self.stride *= stride
+            return stride, self.dilation
+        previous = self.dilation
+        self.dilation *= stride
+        return 1, previous
+
+
+def feature_strides(output_stride: int) -> tuple[int, ...]:
+    """Strides of the five feature maps of a backbone built for ``output_stride``."""
+    return tuple(min(stride, output_stride) for stride in (2, 4, 8, 16, 32))

@@ -30,12 +30,23 @@ from semseg.models.blocks import crop_to, pad_to_multiple
 
 
 class SegmentationModel(nn.Module):
-    """Base class of the registered models; subclasses implement :meth:`segment` and set
-    ``num_classes`` and ``output_stride`` in ``__init__``."""
+    """Base class of the registered models; subclasses call ``super().__init__(num_classes,
+    output_stride)`` and implement :meth:`segment`.
+
+    Raises:
+        ValueError: when ``num_classes`` or ``output_stride`` is below 1.
+    """
 
     pads_input: ClassVar[bool] = False
-    num_classes: int
-    output_stride: int
+
+    def __init__(self, num_classes: int, output_stride: int) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        if output_stride < 1:
+            raise ValueError(f"output_stride must be at least 1, got {output_stride}")
+        self.num_classes = int(num_classes)
+        self.output_stride = int(output_stride)
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, H, W) -> (N, num_classes, H, W) logits; with ``pads_input`` only

@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semseg.models.backbones.mobilenet import SeparableConv, mobilenet_v2
+from semseg.models.backbones.mobilenet import mobilenet_v2
 from semseg.models.backbones.resnet import ResNet
-from semseg.models.blocks import ConvBNAct
+from semseg.models.blocks import ConvBNAct, SeparableConv
 from semseg.models.contract import SegmentationModel
 from semseg.models.pretrained import load_pretrained_encoder
 
@@ -105,17 +105,13 @@ class DeepLab(SegmentationModel):
         decoder: bool,
         width_divisor: int,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         if output_stride not in (8, 16):
             raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
         if len(aspp_rates) != 3 or min(aspp_rates) < 1:
             raise ValueError(f"aspp_rates must be three positive dilations, got {aspp_rates}")
         if width_divisor < 1 or MAX_WIDTH_DIVISOR % width_divisor:
             raise ValueError(f"width_divisor must divide {MAX_WIDTH_DIVISOR}, got {width_divisor}")
-        self.num_classes = num_classes
-        self.output_stride = output_stride
+        super().__init__(num_classes, output_stride)
         self.encoder = _backbone(backbone, output_stride, width_divisor)
         rates = [rate * RATES_STRIDE // output_stride for rate in aspp_rates]
         channels = ASPP_CHANNELS // width_divisor

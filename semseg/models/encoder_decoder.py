@@ -47,16 +47,12 @@ class EncoderDecoder(SegmentationModel):
         upsampling: str,
         batch_norm: bool,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         if not widths or min(widths) < 1:
             raise ValueError(f"widths must be a non-empty list of positive ints, got {widths}")
         if convs_per_stage < 1:
             raise ValueError(f"convs_per_stage must be at least 1, got {convs_per_stage}")
         widths = tuple(widths)
-        self.num_classes = num_classes
-        self.output_stride = 2 ** len(widths)
+        super().__init__(num_classes, 2 ** len(widths))
 
         encoder_stages = []
         for c_in, c_out in pairwise((in_channels, *widths)):

@@ -30,6 +30,7 @@ FCN-32s is larger because its x32 kernel alone has 21 * 21 * 64 * 64 = 1.8M weig
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -50,11 +51,7 @@ class FCN(SegmentationModel):
     def __init__(
         self, num_classes: int, skips: int, backbone: str = "vgg16", width_divisor: int = 1
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-        self.num_classes = num_classes
-        self.output_stride = STRIDE
+        super().__init__(num_classes, STRIDE)
         self.encoder = create_vgg(backbone, with_fc=True, width_divisor=width_divisor)
         pool3_channels, pool4_channels = self.encoder.channels[2:4]
         self.score_fr = _zero_conv(self.encoder.fc_channels, num_classes)
@@ -81,36 +78,22 @@ class FCN(SegmentationModel):
         return [m.weight for m in self.modules() if isinstance(m, nn.ConvTranspose2d)]
 
 
-def fcn32s(
-    num_classes: int,
-    backbone: str = "vgg16",
-    encoder_weights: str | Path | None = None,
-    learn_upsampling: bool = True,
-    width_divisor: int = 1,
-) -> FCN:
-    """FCN-32s: single-stream, x32 upsampling of ``score_fr``. See module docstring."""
-    return _create_fcn(num_classes, 0, backbone, encoder_weights, learn_upsampling, width_divisor)
+def _variant(skips: int, summary: str) -> Callable[..., FCN]:
+    """The registry constructor of the FCN with ``skips`` skip streams."""
 
+    def create(
+        num_classes: int,
+        backbone: str = "vgg16",
+        encoder_weights: str | Path | None = None,
+        learn_upsampling: bool = True,
+        width_divisor: int = 1,
+    ) -> FCN:
+        return _create_fcn(
+            num_classes, skips, backbone, encoder_weights, learn_upsampling, width_divisor
+        )
 
-def fcn16s(
-    num_classes: int,
-    backbone: str = "vgg16",
-    encoder_weights: str | Path | None = None,
-    learn_upsampling: bool = True,
-    width_divisor: int = 1,
-) -> FCN:
-    """FCN-16s: two-stream, pool4 skip then x16 upsampling. See module docstring."""
-    return _create_fcn(num_classes, 1, backbone, encoder_weights, learn_upsampling, width_divisor)
-
-
-def fcn8s(
-    num_classes: int,
-    backbone: str = "vgg16",
-    encoder_weights: str | Path | None = None,
-    learn_upsampling: bool = True,
-    width_divisor: int = 1,
-) -> FCN:
-    """FCN-8s: three-stream, pool4 and pool3 skips then x8 upsampling. See module docstring.
+    create.__name__ = create.__qualname__ = f"fcn{STRIDE >> skips}s"
+    create.__doc__ = f"""{summary} See module docstring.
 
     Args:
         num_classes: output channels (21 for PASCAL VOC).
@@ -120,10 +103,15 @@ def fcn8s(
         encoder_weights: torchvision/timm VGG16 state dict (path or URL); fc6/fc7 are
             converted from dense to convolutional weights.
         learn_upsampling: train the transposed convolutions (``False`` keeps them bilinear).
-        width_divisor: divide every encoder channel count by this (tests build tiny copies, the CPU
-            ablation quarter-width ones).
+        width_divisor: divide every encoder channel count by this (tests build tiny copies,
+            the CPU ablation quarter-width ones).
     """
-    return _create_fcn(num_classes, 2, backbone, encoder_weights, learn_upsampling, width_divisor)
+    return create
+
+
+fcn32s = _variant(0, "FCN-32s: single-stream, x32 upsampling of ``score_fr``.")
+fcn16s = _variant(1, "FCN-16s: two-stream, pool4 skip then x16 upsampling.")
+fcn8s = _variant(2, "FCN-8s: three-stream, pool4 and pool3 skips then x8 upsampling.")
 
 
 def _create_fcn(

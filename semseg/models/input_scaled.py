@@ -27,13 +27,11 @@ class InputScaled(SegmentationModel):
     """
 
     def __init__(self, model: nn.Module, scale: float) -> None:
-        super().__init__()
         if not 0.0 < scale <= 4.0:
             raise ValueError(f"input_scale must be in (0, 4], got {scale}")
+        super().__init__(model.num_classes, math.ceil(model.output_stride / scale))
         self.model = model
         self.scale = scale
-        self.num_classes = int(model.num_classes)
-        self.output_stride = math.ceil(model.output_stride / scale)
 
     @property
     def encoder(self) -> nn.Module | None:

@@ -46,11 +46,10 @@ from torch import nn
 from semseg.models.backbones.mobilenet import (
     MobileNetV2,
     MobileNetV3Large,
-    SeparableConv,
     mobilenet_v2,
     mobilenet_v3_large,
 )
-from semseg.models.blocks import ConvBNAct
+from semseg.models.blocks import ConvBNAct, SeparableConv
 from semseg.models.contract import SegmentationModel
 from semseg.models.pretrained import load_pretrained_encoder
 
@@ -90,9 +89,6 @@ class MobileUNet(SegmentationModel):
         decoder_channels: Sequence[int],
         merge_kernels: Sequence[int] | None = None,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         decoder_channels = tuple(decoder_channels)
         if not 1 <= len(decoder_channels) <= 4 or min(decoder_channels) < 1:
             raise ValueError(
@@ -107,9 +103,8 @@ class MobileUNet(SegmentationModel):
                 f"merge_kernels must give 1 or 3 for each of the {len(decoder_channels)} "
                 f"decoder levels, got {merge_kernels}"
             )
+        super().__init__(num_classes, ENCODER_STRIDE)
         self.encoder = build_encoder(encoder, width_mult)
-        self.num_classes = num_classes
-        self.output_stride = ENCODER_STRIDE
         *skip_channels, top_channels = self.encoder.channels
         self.top = ConvBNAct(top_channels, decoder_channels[0], 1)
         self.gate = nn.Conv2d(top_channels, decoder_channels[0], 1)

@@ -34,12 +34,8 @@ class NaiveSegmenter(SegmentationModel):
     """
 
     def __init__(self, encoder: VGG, num_classes: int, output_stride: int, upsampling: str) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        super().__init__(num_classes, output_stride)
         self.encoder = encoder
-        self.num_classes = num_classes
-        self.output_stride = output_stride
         self.classifier = nn.Conv2d(encoder.channels[-1], num_classes, 1)
         self.upsample = Upsample(num_classes, output_stride, upsampling)
 

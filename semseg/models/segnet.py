@@ -72,16 +72,12 @@ class SegNet(SegmentationModel):
     def __init__(
         self, num_classes: int, width_divisor: int = 1, upsampling: str = "indices"
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         if upsampling not in SEGNET_UPSAMPLING:
             raise ValueError(
                 f"SegNet upsampling {upsampling!r} is not one of {', '.join(SEGNET_UPSAMPLING)}"
             )
+        super().__init__(num_classes, 32)
         self.upsampling = upsampling
-        self.num_classes = num_classes
-        self.output_stride = 32
         self.encoder = vgg16_bn(width_divisor=width_divisor, ceil_mode=True, return_indices=True)
         stages = []
         in_channels = 3
@@ -131,11 +127,7 @@ class SegNetBasic(SegmentationModel):
     """
 
     def __init__(self, num_classes: int) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-        self.num_classes = num_classes
-        self.output_stride = 16
+        super().__init__(num_classes, 16)
         self.norm = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75)
         self.encoder = nn.ModuleList(
             nn.Sequential(*_basic_conv(3 if i == 0 else BASIC_WIDTH), nn.ReLU(inplace=True))

@@ -68,15 +68,11 @@ class UNet(SegmentationModel):
         upsampling: str,
         batch_norm: bool,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         if base_channels < 1:
             raise ValueError(f"base_channels must be at least 1, got {base_channels}")
         if depth < 1:
             raise ValueError(f"depth must be at least 1, got {depth}")
-        self.num_classes = num_classes
-        self.output_stride = 2**depth
+        super().__init__(num_classes, 2**depth)
         self.encoder = UNetEncoder(in_channels, base_channels, depth, batch_norm)
         # Deepest level first: upsample level k + 1 to level k, merge with level k's features.
         pairs = list(pairwise(reversed(self.encoder.channels)))

@@ -1,6 +1,7 @@
 """The model contract's one padding place: SegmentationModel.forward with pads_input."""
 
 import numpy as np
+import pytest
 import torch
 
 from semseg.models.contract import SegmentationModel
@@ -12,8 +13,7 @@ class Recorder(SegmentationModel):
     pads_input = True
 
     def __init__(self, stride: int) -> None:
-        super().__init__()
-        self.num_classes, self.output_stride = 3, stride
+        super().__init__(3, stride)
 
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         self.seen = x
@@ -38,3 +38,10 @@ def test_multiples_of_the_stride_pass_unpadded_and_without_pads_input_nothing_pa
     odd = torch.rand(1, 3, 5, 7)
     model(odd)
     assert model.seen.shape == odd.shape
+
+
+def test_the_contract_refuses_an_empty_model():
+    with pytest.raises(ValueError, match="num_classes must be at least 1, got 0"):
+        SegmentationModel(0, 4)
+    with pytest.raises(ValueError, match="output_stride must be at least 1, got 0"):
+        SegmentationModel(3, 0)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from semseg.models import create_model
-from semseg.models.backbones.mobilenet import SeparableConv
+from semseg.models.blocks import SeparableConv
 
 from .architecture_contract import ArchitectureContract
 from .test_mobilenet import (

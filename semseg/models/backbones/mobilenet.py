@@ -24,39 +24,11 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from semseg.models.blocks import ConvBNAct
+from semseg.models.blocks import ConvBNAct, DilationSchedule, feature_strides
 
 OUTPUT_STRIDES = (8, 16, 32)
 MOBILENET_V3_BATCHNORM = {"eps": 1e-3, "momentum": 0.01}
 """torchvision's ``mobilenet_v3_large`` norm layer: ``BatchNorm2d(eps=0.001, momentum=0.01)``."""
-
-
-class SeparableConv(nn.Sequential):
-    """Depthwise ``kernel_size`` conv-BN-act then pointwise 1x1 conv-BN-act (MobileNetV1's and
-    Xception's depthwise separable convolution, as DeepLabV3+ uses it).
-
-    ``(N, in_channels, H, W) -> (N, out_channels, H, W)``; entries ``depthwise``, ``pointwise``.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int = 3,
-        *,
-        dilation: int = 1,
-        activation: Callable[[], nn.Module] = nn.ReLU,
-    ) -> None:
-        super().__init__()
-        self.depthwise = ConvBNAct(
-            in_channels,
-            in_channels,
-            kernel_size,
-            dilation=dilation,
-            groups=in_channels,
-            activation=activation,
-        )
-        self.pointwise = ConvBNAct(in_channels, out_channels, 1, activation=activation)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -65,33 +37,6 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     papers' rule, so scaled widths match theirs."""
     rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
     return rounded + divisor if rounded < 0.9 * value else rounded
-
-
-class DilationSchedule:
-    """Turns strides past ``output_stride`` into dilation; call once per block, in order.
-
-    A block asked for a stride that would take the network past ``output_stride`` gets stride
-    1 and the dilation so far; the blocks after it get that dilation times the stride.
-    """
-
-    def __init__(self, output_stride: int) -> None:
-        if output_stride not in OUTPUT_STRIDES:
-            raise ValueError(
-                f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, "
-                f"got {output_stride}"
-            )
-        self.output_stride = output_stride
-        self.stride = 1
-        self.dilation = 1
-
-    def __call__(self, stride: int) -> tuple[int, int]:
-        """``(stride, dilation)`` a block asked for ``stride`` should use."""
-        if self.stride * stride <= self.output_stride:
-            self.stride *= stride
-            return stride, self.dilation
-        previous = self.dilation
-        self.dilation *= stride
-        return 1, previous
 
 
 class InvertedResidualV2(nn.Module):
@@ -312,11 +257,6 @@ def _out_channels(block: nn.Module) -> int:
     """Output channels of an inverted residual block (its last BatchNorm's width)."""
     norms = [m for m in block.modules() if isinstance(m, nn.BatchNorm2d)]
     return norms[-1].num_features
-
-
-def feature_strides(output_stride: int) -> tuple[int, ...]:
-    """Strides of the five feature maps of a backbone built for ``output_stride``."""
-    return tuple(min(stride, output_stride) for stride in (2, 4, 8, 16, 32))
 
 
 def _init_weights(module: nn.Module) -> None:

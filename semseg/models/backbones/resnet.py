@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from semseg.models.backbones.mobilenet import DilationSchedule, feature_strides
+from semseg.models.blocks import DilationSchedule, feature_strides
 
 STEM_CHANNELS = 64
 STAGE_CHANNELS = (64, 128, 256, 512)
