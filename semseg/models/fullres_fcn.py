@@ -38,15 +38,11 @@ class FullResolutionFCN(SegmentationModel):
     """
 
     def __init__(self, num_classes: int, width: int, dilations: Sequence[int]) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         if width < 1:
             raise ValueError(f"width must be at least 1, got {width}")
         if not dilations or min(dilations) < 1:
             raise ValueError(f"dilations must be one or more positive integers, got {dilations}")
-        self.num_classes = num_classes
-        self.output_stride = 1
+        super().__init__(num_classes, output_stride=1)
         self.receptive_field = 1 + 2 * sum(dilations)
         channels = [3] + [width] * len(dilations)
         self.encoder = nn.Sequential(

@@ -86,9 +86,6 @@ class PatchClassifier(SegmentationModel):
         window_stride: int | None,
         upsampling: str,
     ) -> None:
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         if not widths or min(widths) < 1:
             raise ValueError(f"widths must be one or more positive channel counts, got {widths}")
         if hidden < 1:
@@ -97,16 +94,15 @@ class PatchClassifier(SegmentationModel):
             raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         if upsampling not in INTERPOLATIONS:
             raise ValueError(f"upsampling {upsampling!r} is not one of {', '.join(INTERPOLATIONS)}")
-        self.output_stride = 2 ** len(widths)
-        self.feature_size = feature_size(patch_size, len(widths))
-        if self.feature_size < 1:
+        if feature_size(patch_size, len(widths)) < 1:
             raise ValueError(
                 f"patch_size {patch_size} is too small for {len(widths)} blocks of valid 3x3 "
-                f"convolution and 2x2 pooling; it needs at least {3 * self.output_stride - 2}"
+                f"convolution and 2x2 pooling; it needs at least {3 * 2 ** len(widths) - 2}"
             )
         if window_stride is not None and window_stride < 1:
             raise ValueError(f"window_stride must be at least 1, got {window_stride}")
-        self.num_classes = num_classes
+        super().__init__(num_classes, output_stride=2 ** len(widths))
+        self.feature_size = feature_size(patch_size, len(widths))
         self.patch_size = patch_size
         self.mode = mode
         self.window_stride = window_stride or self.output_stride
