@@ -43,7 +43,6 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image
-from realtime_latency import LRASPP  # benchmarks/ is on sys.path when this script runs
 
 from semseg.checkpoint import Checkpoint
 from semseg.config import load_recipe
@@ -51,20 +50,9 @@ from semseg.engine.build import build_dataset
 from semseg.engine.evaluate import evaluate
 from semseg.engine.trainer import Trainer
 from semseg.inference.predictor import Predictor
-from semseg.models.backbones.mobilenet import mobilenet_v3_large
 from semseg.models.naive import NaiveSegmenter
 from semseg.models.patch_classifier import PatchClassifier
-from semseg.models.registry import register_model
 from semseg.visualize import colorize, legend_panel
-
-
-def lraspp_mobilenet_v3_large(num_classes: int) -> LRASPP:
-    """The rebuild of torchvision's LR-ASPP (see ``realtime_latency.py``), the yardstick of the
-    real-time model, registered here so that the trainer and the predictor can build it."""
-    return LRASPP(mobilenet_v3_large(output_stride=16), num_classes)
-
-
-register_model("lraspp_mobilenet_v3_large", lraspp_mobilenet_v3_large)
 
 QUARTER_VGG16_BN = {"backbone": "vgg16_bn", "width_divisor": 4}
 MOBILENET_V3 = {

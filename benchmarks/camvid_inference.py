@@ -50,8 +50,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
-from inference import describe
-from realtime_latency import cpu_name
 from tqdm import tqdm
 
 from semseg.checkpoint import build_model_from, load_checkpoint
@@ -59,6 +57,7 @@ from semseg.data.dataset import FileDataset
 from semseg.data.formats import list_split
 from semseg.data.io import read_image
 from semseg.engine.metrics import ConfusionMatrix, SegmentationScores
+from semseg.hardware import describe_machine
 from semseg.inference.drivable import DrivableSpace, drivable_iou, extract_drivable
 from semseg.inference.drivable_files import drivable_class_ids
 from semseg.inference.export import export_onnx
@@ -352,6 +351,16 @@ def summary(scores: dict[str, SegmentationScores], tallies: dict[str, Tally]) ->
     ]
 
 
+def describe(checkpoint: Path) -> str:
+    stored = load_checkpoint(checkpoint)
+    model, training = stored["model"], stored["training"]
+    data = stored["recipe"]["data"]
+    return (
+        f"{model['name']} {model['arguments']}, {training['epoch']} epochs on {data['format']} "
+        f"data, validation mIoU {training['best_miou']:.4f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
@@ -395,7 +404,7 @@ def main() -> None:
         f"- checkpoint: `{args.checkpoint}` ({describe(args.checkpoint)})",
         f"- data: `{args.data}`, val split, first {count} of {len(dataset)} images, "
         f"{WIDTH}x{HEIGHT}, batch 1",
-        f"- machine: {cpu_name()}, {os.cpu_count()} CPUs, {platform.system()} "
+        f"- machine: {describe_machine().cpu_model}, {os.cpu_count()} CPUs, {platform.system()} "
         f"{platform.release()}; torch.set_num_threads({args.threads}), ONNX Runtime "
         f"intra-op threads {args.threads}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
         f"- versions: Python {platform.python_version()}, torch {torch.__version__}, "

@@ -19,15 +19,17 @@ from semseg.inference.drivable import HOLE_FRACTION, ISLAND_FRACTION
 
 # Errors a user can cause (bad file, bad key, bad value) are shown as one line without a
 # traceback; SEMSEG_DEBUG=1 shows the traceback.
-USER_ERRORS = (ValueError, OSError, KeyError)
+USER_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError, KeyError)
 
 
 def _friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    from semseg.optional import MissingDependencyError
+
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except USER_ERRORS as error:
+        except (*USER_ERRORS, MissingDependencyError) as error:
             if os.environ.get("SEMSEG_DEBUG"):
                 raise
             message = error.args[0] if isinstance(error, KeyError) and error.args else error
@@ -90,6 +92,13 @@ def _max_pixels_option(
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt if present.")
 @_max_pixels_option(None, f"the recipe's data.max_pixels, {DEFAULT_MAX_PIXELS}")
 @click.option(
+    "--holdout",
+    multiple=True,
+    metavar="GROUP",
+    help="Validate on this group of frames (CamVid: a drive, e.g. 0006R0) and train on the "
+    "other frames of the train and val splits (data.holdout_groups); repeatable.",
+)
+@click.option(
     "--device",
     help="torch device (default: cuda if available, else cpu; cuda:LOCAL_RANK under torchrun).",
 )
@@ -103,6 +112,7 @@ def train(
     more_overrides: tuple[str, ...],
     resume: bool,
     max_pixels: int | None,
+    holdout: tuple[str, ...],
     device: str | None,
 ) -> None:
     """Train a model; keeps OUT/best.pt (val mIoU) and OUT/last.pt.
@@ -114,10 +124,16 @@ def train(
     from semseg.engine.trainer import Trainer
 
     limit = (f"data.max_pixels={max_pixels}",) if max_pixels is not None else ()
-    config = _recipe_with_data(recipe, overrides + more_overrides + limit, data, data_format)
-    out_dir = Path(out or Path("runs") / Path(recipe).stem)
+    extra = overrides + more_overrides + limit
+    if holdout:
+        extra += ("data.holdout_groups=[" + ", ".join(holdout) + "]",)
+    config = _recipe_with_data(recipe, extra, data, data_format)
+    run_name = "-".join([Path(recipe).stem, *(["holdout", *holdout] if holdout else [])])
+    out_dir = Path(out or Path("runs") / run_name)
     with distributed.process_group(device) as process_device:
         trainer = Trainer(config, out_dir, resume=resume, device=str(process_device))
+        if trainer.is_main:
+            click.echo(f"training precision: {trainer.precision} ({trainer.precision_reason})")
         if trainer.is_main and trainer.encoder_report is not None:
             source = config.model.arguments["encoder_weights"]
             click.echo(f"encoder weights from {source}: {trainer.encoder_report}")
@@ -160,17 +176,40 @@ def _inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def _engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--backend and --precision (see semseg.inference.auto), both auto by default."""
+    from semseg.inference.backends import BACKEND_CHOICES
+    from semseg.inference.precision import PRECISION_CHOICES
+
+    options = [
+        click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto",
+                     show_default=True,
+                     help="Inference engine; auto measures the installed ones on the first "
+                     "image (once per machine, model and size; cached) and takes the fastest."),
+        click.option("--precision", type=click.Choice(PRECISION_CHOICES), default="auto",
+                     show_default=True,
+                     help="Arithmetic: bf16 (autocast; softmax, TTA and scores stay fp32) is a "
+                     "candidate of auto on CPUs with AVX-512 BF16 or AMX."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _file_inference_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """What every command that segments files takes: the pixel limit, the inference options
-    and the torch device."""
+    """What every command that segments files takes: the pixel limit, the inference and
+    engine options and the torch device."""
     command = click.option("--device", help="torch device (PyTorch checkpoints).")(command)
-    return _max_pixels_option(DEFAULT_MAX_PIXELS)(_inference_options(command))
+    return _max_pixels_option(DEFAULT_MAX_PIXELS)(_inference_options(_engine_options(command)))
 
 
-def _load_predictor(checkpoint: Any, device: str | None, inference: dict[str, Any]) -> Any:
+def _load_predictor(
+    checkpoint: Any, device: str | None, inference: dict[str, Any], images: int | None = None
+) -> Any:
     """The predictor of ``checkpoint`` (a path or a loaded Checkpoint) with the command's
-    inference options; ``--threads`` sets PyTorch's process-wide thread count (said on
-    stderr) or ONNX Runtime's for the model."""
+    inference options and engine (``--backend``, ``--precision``: what ``auto`` chose for
+    ``images`` images is said on stderr); ``--threads`` sets PyTorch's process-wide thread
+    count (said on stderr) and ONNX Runtime's or OpenVINO's for the model."""
     import torch
 
     from semseg.checkpoint import Checkpoint
@@ -179,13 +218,17 @@ def _load_predictor(checkpoint: Any, device: str | None, inference: dict[str, An
 
     inference = dict(inference)
     threads = inference.pop("threads")
+    backend, precision = inference.pop("backend", None), inference.pop("precision", "fp32")
     options = InferenceOptions(**{**inference, "tile_size": inference["tile_size"] or None})
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = Checkpoint.load(checkpoint)
     if threads is not None and not checkpoint.is_onnx:
         torch.set_num_threads(threads)
         click.echo(f"PyTorch threads set to {threads}", err=True)
-    return Predictor.from_checkpoint(checkpoint, device, options, threads)
+    say = lambda line: click.echo(line, err=True)  # noqa: E731
+    return Predictor.from_checkpoint(
+        checkpoint, device, options, threads, backend, precision, images, report=say
+    )
 
 
 def _report(failures: list[tuple[Path, str]], total: int, out: str) -> None:
@@ -213,7 +256,11 @@ _batch_option = click.option(
 @_model_file_option
 @_data_option
 @_format_option
-@click.option("--split", default="val", show_default=True, help="Split to score (val, test...).")
+@click.option(
+    "--split",
+    help="Split to score (val, test...) [default: the recipe's validation frames: the held-out "
+    "groups of data.holdout_groups, else data.val_split].",
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write scores here.")
 @click.option(
     "--plots",
@@ -228,13 +275,14 @@ _batch_option = click.option(
 @click.option("--no-boundary", is_flag=True, help="Skip the boundary F1 score.")
 @_max_pixels_option(None, "the checkpoint's data.max_pixels")
 @_inference_options
+@_engine_options
 @click.option("--device", help="torch device (cuda:LOCAL_RANK under torchrun).")
 @_friendly_errors
 def evaluate(
     checkpoint: str,
     data: str | None,
     data_format: str | None,
-    split: str,
+    split: str | None,
     json_path: str | None,
     plots_dir: str | None,
     batch_size: int,
@@ -254,7 +302,7 @@ def evaluate(
     """
     from semseg.checkpoint import Checkpoint
     from semseg.engine import distributed
-    from semseg.engine.build import build_dataset
+    from semseg.engine.build import build_dataset, build_datasets
     from semseg.engine.evaluate import evaluate as score
     from semseg.report import scores_table
 
@@ -263,8 +311,13 @@ def evaluate(
     if max_pixels is not None:
         data_config = data_config.model_copy(update={"max_pixels": max_pixels})
     with distributed.process_group(device) as process_device:
-        predictor = _load_predictor(model_file, str(process_device), inference)
-        dataset = build_dataset(data_config, split)
+        if split is None:
+            dataset = build_datasets(data_config).val
+            held_out = data_config.holdout_groups
+            split = f"held-out {', '.join(held_out)}" if held_out else data_config.val_split
+        else:
+            dataset = build_dataset(data_config, split)
+        predictor = _load_predictor(model_file, str(process_device), inference, len(dataset))
         try:
             evaluation = score(
                 predictor, dataset, batch_size=batch_size, workers=data_config.workers,
@@ -347,8 +400,8 @@ def predict(
     """
     from semseg.inference.files import expand_inputs, predict_files
 
-    predictor = _load_predictor(checkpoint, device, inference)
     paths = expand_inputs(inputs)
+    predictor = _load_predictor(checkpoint, device, inference, len(paths))
     failures = predict_files(
         predictor, paths, Path(out), alpha, batch_size, probabilities, confidence,
         max_pixels=max_pixels,
@@ -363,13 +416,30 @@ def predict(
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
 @click.option("--opset", default=17, show_default=True, help="ONNX opset version.")
 @click.option(
-    "--quantize", is_flag=True, help="Int8 static quantization, calibrated on --calibration images."
+    "--quantize",
+    is_flag=True,
+    help="Int8 quantization calibrated on --calibration images: ONNX Runtime's static "
+    "quantizer, or NNCF's with --backend openvino.",
 )
 @click.option(
     "--calibration",
     multiple=True,
     metavar="INPUT",
-    help="Images, folders or globs for --quantize [default: the checkpoint's validation split].",
+    help="Images, folders or globs for --quantize [default: the checkpoint's training split].",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["onnxruntime", "openvino"]),
+    default="onnxruntime",
+    show_default=True,
+    help="Runtime the file is checked on (and whose quantizer --quantize uses).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="Precision of the check run (bf16: OpenVINO only).",
 )
 @click.option(
     "--calibration-size",
@@ -394,6 +464,8 @@ def export(
     calibration: tuple[str, ...],
     calibration_size: int,
     check: bool,
+    backend: str,
+    precision: str,
 ) -> None:
     """Export a checkpoint to ONNX (dynamic batch, height, width; classes, colours and
     normalisation in the file's metadata). Run it with `semseg predict --checkpoint OUT`."""
@@ -404,21 +476,29 @@ def export(
         raise click.UsageError("--calibration is used only with --quantize")
     model_file = Checkpoint.load(checkpoint)
     images = _calibration_images(model_file, calibration, calibration_size) if quantize else None
-    export_onnx(model_file, out, opset, images)
-    kind = f"int8 {export_format} (calibrated on {len(images)} images)" if images else export_format
+    quantizer = "nncf" if backend == "openvino" else "onnxruntime"
+    export_onnx(model_file, out, opset, images, quantizer)
+    kind = (
+        f"int8 {export_format} ({quantizer}, calibrated on {len(images)} images)"
+        if images
+        else export_format
+    )
     click.echo(f"{kind} model written to {out}")
     if check:
         from semseg.data.synthetic import render_scene
+        from semseg.inference.backends import Engine, build_engine, model_source
 
-        parity = compare_onnx(model_file, out, render_scene(0, 360, 480)[0])
+        engine = build_engine(model_source(out), Engine(backend, precision))
+        parity = compare_onnx(model_file, out, render_scene(0, 360, 480)[0], engine)
         click.echo(
-            f"ONNX Runtime vs PyTorch on 360x480: max |logit difference| "
+            f"{backend} {precision} vs PyTorch fp32 on 360x480: max |logit difference| "
             f"{parity.max_abs_difference:.2e}, argmax agreement {parity.argmax_agreement:.4%}"
         )
 
 
 def _calibration_images(checkpoint: Any, inputs: tuple[str, ...], count: int) -> list[Any]:
-    """The first ``count`` images of ``inputs``, or of the checkpoint's validation split."""
+    """The first ``count`` images of ``inputs``, or images spread over the checkpoint's
+    training split (not the validation split the model is scored on)."""
     from semseg.data.io import read_image
 
     if inputs:
@@ -429,13 +509,14 @@ def _calibration_images(checkpoint: Any, inputs: tuple[str, ...], count: int) ->
 
     data = load_recipe(base=checkpoint.recipe).data
     try:
-        dataset = build_dataset(data, data.val_split)
+        dataset = build_dataset(data, data.train_split)
     except (ValueError, OSError) as error:
         raise ValueError(
-            f"cannot read {checkpoint.source}'s validation images for calibration ({error}); "
+            f"cannot read {checkpoint.source}'s training images for calibration ({error}); "
             "pass --calibration IMAGES"
         ) from None
-    return [dataset.read(index)[0] for index in range(min(count, len(dataset)))]
+    step = max(len(dataset) // count, 1)
+    return [dataset.read(index)[0] for index in range(0, len(dataset), step)[:count]]
 
 
 @main.command()
@@ -474,8 +555,8 @@ def drivable(
     from semseg.inference.drivable_files import drivable_files
     from semseg.inference.files import expand_inputs
 
-    predictor = _load_predictor(checkpoint, device, inference)
     paths = expand_inputs(inputs)
+    predictor = _load_predictor(checkpoint, device, inference, len(paths))
     chosen = [c.strip() for c in classes.split(",")] if classes is not None else None
     failures = drivable_files(
         predictor, paths, Path(out), chosen, alpha, batch_size,
@@ -561,6 +642,7 @@ def drivable(
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
 @_inference_options
+@_engine_options
 @click.option("--device", help="torch device (PyTorch checkpoints).")
 @_friendly_errors
 def serve(
@@ -706,13 +788,69 @@ def recipes_show(name: str, overrides: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False),
+    help="Also measure what --backend auto --precision auto picks for this model.",
+)
+@click.option(
+    "--size",
+    nargs=2,
+    type=int,
+    default=(360, 480),
+    show_default=True,
+    metavar="H W",
+    help="Image size of the measurement.",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: all).")
+@_friendly_errors
+def info(checkpoint: str | None, size: tuple[int, int], threads: int | None) -> None:
+    """This machine: CPU, the instruction sets that decide speed, threads, runtime versions,
+    and what auto picks for precision and backend."""
+    import numpy as np
+    import torch
+
+    from semseg.engine.trainer import training_precision
+    from semseg.hardware import describe_machine
+    from semseg.inference.auto import candidate_engines
+    from semseg.inference.backends import ModelSource
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    machine = describe_machine()
+    for line in machine.lines():
+        click.echo(line)
+    cpu = torch.device("cpu")
+    for kind, has_module in (("checkpoints", True), ("ONNX files", False)):
+        source = ModelSource(kind, kind, (lambda: None) if has_module else None, Path)
+        engines = candidate_engines(machine, "auto", "auto", source, cpu)
+        click.echo(f"auto candidates for {kind}: {', '.join(map(str, engines))}")
+    click.echo(
+        "auto inference choice: the fastest candidate measured on the first image (once per "
+        "machine, model and size; cached)"
+    )
+    precision, reason = training_precision("auto", cpu, machine)
+    click.echo(f"auto training precision (train.precision=auto): {precision} ({reason})")
+    if checkpoint is not None:
+        from semseg.inference.predictor import Predictor
+
+        lines: list[str] = []
+        predictor = Predictor.from_checkpoint(checkpoint, "cpu", threads=threads, backend="auto",
+                                              precision="auto", report=lines.append)  # fmt: skip
+        predictor.predict(np.zeros((*size, 3), dtype=np.uint8))
+        click.echo(f"for {checkpoint} at {size[0]}x{size[1]}: {lines[-1]}")
+
+
+@main.command()
 def models() -> None:
     """List the model names a recipe's model.name accepts."""
     from semseg.models import MODELS, list_models
 
-    for name in list_models():
+    names = list_models()
+    width = max(map(len, names)) + 2
+    for name in names:
         doc = (MODELS[name].__doc__ or "").strip().splitlines()
-        click.echo(f"{name:<22}{doc[0] if doc else ''}")
+        click.echo(f"{name:<{width}}{doc[0] if doc else ''}")
 
 
 @main.command()

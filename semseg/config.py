@@ -6,7 +6,7 @@ section    configures
 data       :func:`semseg.engine.build.build_datasets` (where the images come from)
 augment    :func:`semseg.data.transforms.train_augmentation`
 model      :func:`semseg.models.create_model` (``name`` plus that model's own arguments)
-loss       :func:`semseg.engine.losses.build_loss` (class weights)
+loss       :func:`semseg.engine.build.build_loss` (terms and class weights)
 train      :class:`semseg.engine.trainer.Trainer` (optimisation and checkpoints)
 =========  ===========================================================================
 
@@ -18,14 +18,23 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from semseg.data.io import DEFAULT_MAX_PIXELS
+from semseg.engine.losses import loss_arguments
 from semseg.models import model_arguments
 
 
@@ -44,6 +53,13 @@ class DataConfig(_Section):
     """Dataset folder (not used by the synthetic data)."""
     train_split: str = "train"
     val_split: str = "val"
+    holdout_groups: tuple[str, ...] = ()
+    """Groups of frames to validate on instead of ``val_split``: training then uses every frame
+    of ``train_split`` and ``val_split`` outside these groups, validation the frames inside them
+    (see :mod:`semseg.data.groups`). Empty: train on ``train_split``, validate on ``val_split``."""
+    group_pattern: str | None = None
+    """Regular expression whose first capture group is the group of a file stem (the whole
+    match when it has none); None: the format's own (CamVid: the drive, ``0016E5``)."""
     synthetic_train_size: int = Field(512, ge=1)
     synthetic_val_size: int = Field(64, ge=1)
     synthetic_image_size: tuple[int, int] = (128, 160)
@@ -52,6 +68,16 @@ class DataConfig(_Section):
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
     """Images and masks whose header claims more pixels are refused before decoding
     (decompression bombs); see :data:`semseg.data.io.DEFAULT_MAX_PIXELS`."""
+
+    @field_validator("group_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"not a regular expression ({error})") from None
+        return pattern
 
 
 class AugmentConfig(_Section):
@@ -62,10 +88,15 @@ class AugmentConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """``name`` selects the model; every other key is an argument of that model."""
+    """``name`` selects the model; ``init_from`` a checkpoint to start from; every other key is
+    an argument of that model."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str = "unet"
+    init_from: str | None = None
+    """A semseg checkpoint (e.g. another run's ``best.pt``) whose matching weights (same name and
+    shape) start this run; the classifier starts fresh when the classes differ (see
+    :mod:`semseg.engine.init_from`). Read when a run starts, not when it resumes."""
 
     @model_validator(mode="after")
     def _known_arguments(self) -> ModelConfig:
@@ -84,6 +115,33 @@ class ModelConfig(_Section):
         return dict(self.model_extra or {})
 
 
+class LossTerm(_Section):
+    """One term of the loss: ``name`` (see :data:`semseg.engine.losses.LOSSES`), its ``weight``
+    in the sum, whether it uses the section's ``class_weights``; every other key is an argument
+    of that loss (e.g. ``ohem``'s ``threshold`` and ``min_kept``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    weight: float = Field(1.0, gt=0)
+    class_weighted: bool = True
+
+    @model_validator(mode="after")
+    def _known_arguments(self) -> LossTerm:
+        accepted = loss_arguments(self.name)  # raises for an unknown name
+        unknown = sorted(set(self.arguments) - set(accepted))
+        if unknown:
+            options = ", ".join(accepted) or "none"
+            raise ValueError(
+                f"loss {self.name!r} has no argument(s) {', '.join(unknown)}; "
+                f"it accepts: {options} (and weight, class_weighted)"
+            )
+        return self
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class LossConfig(_Section):
     class_weights: Literal["median_frequency", "median_frequency_pixels"] | list[float] | None = (
         None
@@ -91,6 +149,24 @@ class LossConfig(_Section):
     """None, explicit per-class weights, or median-frequency balancing computed on the train
     split (``median_frequency``: Eigen and Fergus, over images where the class appears;
     ``median_frequency_pixels``: over all pixels)."""
+    terms: tuple[LossTerm, ...] = (LossTerm(name="ce"),)
+    """The losses summed, each times its weight; cross-entropy alone by default."""
+
+    @field_validator("terms")
+    @classmethod
+    def _some_term(cls, terms: tuple[LossTerm, ...]) -> tuple[LossTerm, ...]:
+        if not terms:
+            raise ValueError("at least one loss term is needed, e.g. [{name: ce}]")
+        return terms
+
+
+class EmaConfig(_Section):
+    """Weight EMA (:mod:`semseg.engine.ema`): validation and ``best.pt`` use the averaged
+    weights; ``last.pt`` keeps both, for resuming."""
+
+    decay: float = Field(0.999, ge=0, lt=1)
+    warmup: bool = True
+    """Ramp the decay up as (1 + t) / (10 + t) over the first updates."""
 
 
 class TrainConfig(_Section):
@@ -122,10 +198,37 @@ class TrainConfig(_Section):
     sync_batchnorm: bool = False
     """Under torchrun on GPUs, BatchNorm statistics over the global batch (SyncBatchNorm)
     instead of each process's batch; no effect in a single process. Needs CUDA (NCCL)."""
-    amp: Literal["bf16", "fp16"] | None = None
-    """Mixed precision: autocast forward and loss to bfloat16 or float16 (float16 with a
-    gradient scaler). On CPUs bf16 was faster than float32 on this project's AVX512-BF16 machine,
-    fp16 much slower (a warning)."""
+    ema: EmaConfig | None = None
+    """An exponential moving average of the weights, e.g. ``{decay: 0.999}``; None: off."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "fp32"
+    """Arithmetic of the forward pass: ``bf16`` or ``fp16`` autocast (convolutions and matrix
+    products in 16 bits; the optimizer keeps and updates float32 weights, the loss and the
+    metrics are float32; bf16 on the CPU also trains channels-last), or ``fp32``. ``auto``
+    is bf16 on CPUs with AMX-BF16 (training steps took 0.45-0.82x the fp32 time there,
+    ``benchmarks/results/speed.md``) and on CUDA devices that support it, fp32 elsewhere (on
+    an AMD EPYC with AVX-512 BF16 but no AMX, bf16 was no faster). ``fp16`` adds a gradient
+    scaler and is for GPUs: on CPUs it ran 12-15x slower than fp32 (a warning). Replaces
+    ``amp``: ``amp: bf16``, ``fp16`` and ``null`` are read as ``precision: bf16``, ``fp16``
+    and ``fp32``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _amp_is_precision(cls, data: Any) -> Any:
+        """Recipes and checkpoints written before ``precision`` existed said ``amp``."""
+        if not isinstance(data, dict) or "amp" not in data:
+            return data
+        data = dict(data)
+        amp = data.pop("amp")
+        mapped = {None: "fp32", "bf16": "bf16", "fp16": "fp16"}.get(amp)
+        if mapped is None:
+            raise ValueError(f"train.amp (now train.precision) must be bf16, fp16 or null, "
+                             f"got {amp!r}")  # fmt: skip
+        if data.setdefault("precision", mapped) != mapped:
+            raise ValueError(
+                f"train.amp={amp!r} (the old name of train.precision) contradicts "
+                f"train.precision={data['precision']!r}; keep only train.precision"
+            )
+        return data
 
 
 class Recipe(_Section):

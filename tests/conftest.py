@@ -1,5 +1,6 @@
 """Shared fixtures: tiny datasets written to ``tmp_path`` and held in memory."""
 
+import os
 import struct
 import zlib
 from collections.abc import Callable, Sequence
@@ -14,6 +15,18 @@ from semseg.data.dataset import PairedDataset
 from semseg.labels import CAMVID, LabelSet
 
 Pair = tuple[np.ndarray, np.ndarray]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory):
+    """Probe results and ONNX exports go to a folder of this session, never ~/.cache."""
+    previous = os.environ.get("SEMSEG_CACHE_DIR")
+    os.environ["SEMSEG_CACHE_DIR"] = str(tmp_path_factory.mktemp("semseg-cache"))
+    yield
+    if previous is None:
+        del os.environ["SEMSEG_CACHE_DIR"]
+    else:
+        os.environ["SEMSEG_CACHE_DIR"] = previous
 
 
 @pytest.fixture

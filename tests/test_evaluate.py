@@ -165,3 +165,20 @@ def _val(checkpoint):
 
 def _camvid_model(checkpoint):
     return create_model(checkpoint.model_name, 11, **checkpoint.model_args).eval()
+
+
+def test_on_image_sees_every_sample_once_with_what_was_scored(checkpoint):
+    val = _val(checkpoint)
+    seen = {}
+    predictor = Predictor.from_checkpoint(checkpoint, "cpu")
+    total = evaluate(
+        predictor, val, batch_size=2, on_image=lambda i, p, m: seen.update({i: (p, m)})
+    )
+    assert sorted(seen) == list(range(len(val)))
+    for index, (labels, mask) in seen.items():
+        np.testing.assert_array_equal(labels, predictor.predict(val.read(index)[0]).labels)
+        np.testing.assert_array_equal(mask, val.read(index)[1])
+    oracle = numpy_scores([p for p, _ in seen.values()], [m for _, m in seen.values()], 8)
+    assert (
+        total.scores.to_dict(val.labels.names)["confusion_matrix"] == oracle["confusion"].tolist()
+    )

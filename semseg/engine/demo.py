@@ -38,7 +38,7 @@ def run_demo(out_dir: Path, overrides: Sequence[str] = (), device: str | None = 
     trainer.fit()
     best = out_dir / "best.pt"
     trainer.model.load_state_dict(Checkpoint.load(best).state_dict)
-    scores = trainer.validate().to_dict(trainer.labels)
+    scores = trainer.validate(trainer.model).to_dict(trainer.labels)
     click.echo(f"\nvalidation ({len(trainer.val_set)} scenes), best checkpoint {best}:")
     click.echo(scores_table(scores))
     (out_dir / "scores.json").write_text(json.dumps(scores, indent=2))

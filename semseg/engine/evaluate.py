@@ -12,7 +12,7 @@ dataset, equal to a single process's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,9 +66,14 @@ def evaluate(
     boundary: bool = True,
     progress: bool = False,
     description: str = "evaluate",
+    on_image: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
 ) -> Evaluation:
     """Segment every sample of ``dataset`` with ``predictor`` and score the labels against
     the masks at the masks' resolution.
+
+    ``on_image(index, labels, mask)``, when given, sees each sample's (H, W) uint8 predicted
+    labels and train-id mask as they are scored (for per-image statistics such as bootstrap
+    intervals); ``index`` is the sample's index in ``dataset``.
 
     Consecutive images of one size go through the predictor ``batch_size`` at a time; an
     image of another size starts a new batch, so datasets of mixed sizes work with any
@@ -93,13 +98,16 @@ def evaluate(
     loader = DataLoader(_RawSamples(dataset, shard), batch_size=None, num_workers=workers)
     show = progress and distributed.is_main_process()
     with tqdm(total=len(shard), desc=description, disable=not show, leave=False) as bar:
-        for images, masks in _same_size_batches(loader, batch_size):
+        for indices, images, masks in _same_size_batches(loader, shard, batch_size):
             predictions = predictor.predict_batch(images)
             labels = torch.from_numpy(np.stack([p.labels for p in predictions])).long()
             truth = torch.from_numpy(np.stack(masks)).long()
             confusion.update(labels, truth)
             if boundary_f1 is not None:
                 boundary_f1.update(labels, truth)
+            if on_image is not None:
+                for index, prediction, mask in zip(indices, predictions, masks, strict=True):
+                    on_image(index, prediction.labels, mask)
             bar.update(len(images))
     confusion.all_reduce()
     if boundary_f1 is None:
@@ -110,16 +118,20 @@ def evaluate(
 
 
 def _same_size_batches(
-    samples: DataLoader, batch_size: int
-) -> Iterator[tuple[list[np.ndarray], list[np.ndarray]]]:
+    samples: DataLoader, indices: list[int], batch_size: int
+) -> Iterator[tuple[list[int], list[np.ndarray], list[np.ndarray]]]:
+    """(dataset indices, images, masks) of consecutive samples of one size, at most
+    ``batch_size`` at a time."""
+    batch: list[int] = []
     images: list[np.ndarray] = []
     masks: list[np.ndarray] = []
-    for image, mask in samples:
+    for index, (image, mask) in zip(indices, samples, strict=True):
         image, mask = np.asarray(image), np.asarray(mask)
         if images and (image.shape != images[0].shape or len(images) == batch_size):
-            yield images, masks
-            images, masks = [], []
+            yield batch, images, masks
+            batch, images, masks = [], [], []
+        batch.append(index)
         images.append(image)
         masks.append(mask)
     if images:
-        yield images, masks
+        yield batch, images, masks

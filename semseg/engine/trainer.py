@@ -1,4 +1,4 @@
-"""The training loop: epochs of per-pixel cross-entropy, periodic validation, checkpoints.
+"""The training loop: epochs of the recipe's loss, periodic validation, checkpoints.
 
 Reproducibility: the sample order of epoch ``e`` and every augmentation draw depend only on
 ``(seed, e, index)``, and the torch RNG (dropout) is re-seeded from ``(seed, e, step)`` before
@@ -6,8 +6,9 @@ each step. A run resumed from any checkpoint therefore replays exactly the steps
 uninterrupted run would have taken and ends with the same weights.
 
 Files in ``out_dir``: ``last.pt`` (every epoch, and every ``checkpoint_every`` steps),
-``best.pt`` (best validation mIoU), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
-``plots/`` (per-class scores and confusion matrix of ``best.pt`` on the validation split),
+``best.pt`` (best validation mIoU; with ``train.ema`` the averaged weights, which are the ones
+validated), ``metrics.jsonl`` (one line per epoch), ``curves.png``,
+``plots/`` (per-class scores and confusion matrix of ``best.pt`` on the validation frames),
 ``recipe.yaml`` (the resolved recipe, ``data.root`` made absolute).
 
 Before training starts the files of the train and validation splits are checked
@@ -48,15 +49,17 @@ from semseg.checkpoint import Checkpoint, CheckpointError, load_weights
 from semseg.config import ModelConfig, Recipe, validate_recipe
 from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from semseg.engine import distributed
-from semseg.engine.build import build_class_weights, build_dataset, check_data
+from semseg.engine.build import build_class_weights, build_datasets, build_loss, check_data
+from semseg.engine.ema import WeightEma
 from semseg.engine.evaluate import Evaluation, evaluate
-from semseg.engine.losses import SegmentationLoss
+from semseg.engine.init_from import init_from_checkpoint
+from semseg.hardware import Machine, describe_machine
 from semseg.inference.predictor import Predictor
 from semseg.models import create_model
 from semseg.models.pretrained import LoadReport, load_pretrained_encoder
 from semseg.plots import plot_scores, plot_training_curves
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def derived_seed(*parts: int) -> int:
@@ -131,19 +134,41 @@ class Trainer:
         _check_same_start(training, last, self.world_size)
         self.recipe = recipe
         train = recipe.train
-        _check_precision_options(train.sync_batchnorm, train.amp, self.device)
+        self.precision, self.precision_reason = training_precision(
+            train.precision, self.device, describe_machine()
+        )
+        _check_precision_options(train.sync_batchnorm, self.precision, self.device)
+        self.channels_last = train.channels_last or (
+            self.precision == "bf16" and self.device.type == "cpu"
+        )
 
         check_data(recipe.data, (recipe.data.train_split, recipe.data.val_split), self.progress)
-        self.train_set = build_dataset(recipe.data, recipe.data.train_split, recipe.augment,
-                                       seed=recipe.seed)  # fmt: skip
-        self.val_set = build_dataset(recipe.data, recipe.data.val_split)
+        datasets = build_datasets(recipe.data, recipe.augment, seed=recipe.seed)
+        self.train_set, self.val_set = datasets.train, datasets.val
+        if datasets.groups is not None and self.is_main:
+            held_out = ", ".join(recipe.data.holdout_groups)
+            print(
+                f"validating on group(s) {held_out}; frames per group "
+                f"(data.group_pattern {datasets.groups.pattern!r}):\n{datasets.groups.table()}",
+                flush=True,
+            )
         self.labels = self.train_set.labels
         torch.manual_seed(recipe.seed)
         model, self.encoder_report = _build_model(
             recipe.model, self.labels.num_classes, pretrained=checkpoint is None
         )
         self.model = model.to(self.device)
-        if train.channels_last:
+        if recipe.model.init_from is not None and checkpoint is None:  # resuming: in last.pt
+            transfer = init_from_checkpoint(
+                self.model,
+                recipe.model.init_from,
+                recipe.model.name,
+                recipe.model.arguments,
+                self.labels,
+            )
+            if self.is_main:
+                print(transfer.report(), flush=True)
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if train.sync_batchnorm and self.world_size > 1:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -158,9 +183,11 @@ class Trainer:
             if training is not None
             else build_class_weights(recipe.loss, self.train_set)
         )
-        self.loss = SegmentationLoss(self.class_weights, self.labels.ignore_index).to(self.device)
+        self.loss = build_loss(recipe.loss, self.class_weights, self.labels.ignore_index).to(
+            self.device
+        )
         self.optimizer = self._make_optimizer(encoder)
-        self.scaler = torch.amp.GradScaler(self.device.type) if train.amp == "fp16" else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         # The per-process batch shrinks when the train split is smaller than the global batch.
         self.batch_size = min(train.batch_size, len(self.train_set) // self.world_size)
         if self.batch_size < 1:
@@ -184,6 +211,9 @@ class Trainer:
             if self.scaler is not None:
                 self.scaler.load_state_dict(training["grad_scaler"])
             self.state.update({k: training[k] for k in self.state if k in training})
+        self.ema = WeightEma(self.model, train.ema.decay, train.ema.warmup) if train.ema else None
+        if self.ema is not None and training is not None:
+            self.ema.load_state_dict(training["ema"])
         # Created after the weights are final: DDP copies rank 0's weights to all processes.
         self.network = distributed.data_parallel(
             self.model, find_unused_parameters=train.freeze_encoder_epochs > 0
@@ -221,15 +251,22 @@ class Trainer:
         if frozen:
             encoder.eval()  # keeps BatchNorm running statistics fixed
 
-    def checkpoint(self) -> Checkpoint:
-        """The model, its classes and normalisation, the recipe and the loop state now."""
+    @property
+    def validated_model(self) -> torch.nn.Module:
+        """The weights validation scores and ``best.pt`` keeps: the EMA's when enabled."""
+        return self.ema.model if self.ema is not None else self.model
+
+    def checkpoint(self, weights: torch.nn.Module | None = None) -> Checkpoint:
+        """The model, its classes and normalisation, the recipe and the loop state now, with
+        the weights of ``weights`` (default: the model being trained, which ``last.pt`` needs
+        to resume; the EMA's state is in ``training["ema"]``)."""
         return Checkpoint(
             model_name=self.recipe.model.name,
             model_args=self.recipe.model.arguments,
             labels=self.labels,
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
-            state_dict=self.model.state_dict(),
+            state_dict=(weights if weights is not None else self.model).state_dict(),
             recipe=self.recipe.to_dict(),
             training={
                 **self.state,
@@ -237,6 +274,7 @@ class Trainer:
                 "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "class_weights": self.class_weights,
                 "world_size": self.world_size,
+                "ema": self.ema.state_dict() if self.ema is not None else None,
             },
         )
 
@@ -272,19 +310,19 @@ class Trainer:
                 record["val"] = {k: v for k, v in scores.items() if k != "confusion_matrix"}
                 if scores["miou"] > self.state["best_miou"]:
                     self.state["best_miou"] = scores["miou"]
-                    self._save("best.pt")
+                    self._save("best.pt", self.validated_model)
                     if self.is_main:
-                        title = f"best.pt (epoch {epoch + 1}, {self.recipe.data.val_split})"
+                        title = f"best.pt (epoch {epoch + 1}, {self._validation_name()})"
                         plot_scores(scores, self.out_dir / "plots", title)
             self._save("last.pt")
             if self.is_main:
                 self._write_logs()
         return evaluation
 
-    def _save(self, name: str) -> None:
-        """Write checkpoint ``out_dir/name`` (rank 0 only)."""
+    def _save(self, name: str, weights: torch.nn.Module | None = None) -> None:
+        """Write checkpoint ``out_dir/name`` with ``weights`` (rank 0 only)."""
         if self.is_main:
-            self.checkpoint().save(self.out_dir / name)
+            self.checkpoint(weights).save(self.out_dir / name)
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         train = self.recipe.train
@@ -338,11 +376,13 @@ class Trainer:
         # Rank 0 draws the dropout masks a single process would; other ranks draw their own.
         seeds = (self.recipe.seed, epoch, step) + ((self.rank,) if self.rank else ())
         torch.manual_seed(derived_seed(*seeds))
-        memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         images = images.to(self.device, memory_format=memory_format)
         masks = masks.to(self.device)
-        with torch.autocast(self.device.type, AMP_DTYPES.get(train.amp), enabled=bool(train.amp)):
-            loss = self.loss(self.network(images), masks)
+        dtype = AUTOCAST_DTYPES.get(self.precision)
+        with torch.autocast(self.device.type, dtype, enabled=dtype is not None):
+            logits = self.network(images)
+        loss = self.loss(logits.float(), masks)  # the loss in float32 whatever the precision
         # Every process gets the same value, so all of them stop together on a bad loss.
         mean_loss = distributed.mean_over_processes(loss)
         if not torch.isfinite(mean_loss):
@@ -358,13 +398,17 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return mean_loss.item()
 
-    def validate(self) -> Evaluation:
-        """Score the model on the validation split through a predictor (as ``semseg
-        evaluate`` scores a checkpoint), sharded over processes with the counts summed."""
-        distributed.broadcast_buffers(self.model)
-        predictor = Predictor(self.model, self.labels, IMAGENET_MEAN, IMAGENET_STD, self.device)
+    def validate(self, model: torch.nn.Module | None = None) -> Evaluation:
+        """Score ``model`` (default :attr:`validated_model`) on the validation frames through a
+        predictor (as ``semseg evaluate`` scores a checkpoint), sharded over processes with the
+        counts summed."""
+        model = model if model is not None else self.validated_model
+        distributed.broadcast_buffers(model)
+        predictor = Predictor(model, self.labels, IMAGENET_MEAN, IMAGENET_STD, self.device)
         return evaluate(
             predictor,
             self.val_set,
@@ -373,6 +417,11 @@ class Trainer:
             progress=self.progress,
             description="validate",
         )
+
+    def _validation_name(self) -> str:
+        """What the validation frames are, for titles: the held-out groups or the split."""
+        held_out = self.recipe.data.holdout_groups
+        return f"held-out {', '.join(held_out)}" if held_out else self.recipe.data.val_split
 
     def _write_logs(self) -> None:
         lines = "".join(json.dumps(record) + "\n" for record in self.state["history"])
@@ -421,16 +470,33 @@ def _check_same_start(training: dict[str, Any] | None, source: Path, world_size:
         )
 
 
-def _check_precision_options(sync_batchnorm: bool, amp: str | None, device: torch.device) -> None:
+def training_precision(setting: str, device: torch.device, machine: Machine) -> tuple[str, str]:
+    """The precision a run with ``train.precision`` = ``setting`` trains in, and why.
+
+    ``auto`` is bf16 on a CPU with AMX-BF16 and on a CUDA device that supports bf16, fp32
+    elsewhere: on CPUs without AMX bf16 autocast was measured no faster than fp32. Training
+    is not probed: a measurement would cost training steps.
+    """
+    if setting != "auto":
+        return setting, f"train.precision={setting}"
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        return ("bf16" if bf16 else "fp32"), f"auto: {device} {'has' if bf16 else 'has no'} bf16"
+    if device.type == "cpu" and machine.amx:
+        return "bf16", f"auto: {machine.cpu_model} has AMX-BF16"
+    return "fp32", f"auto: {machine.cpu_model} has no AMX-BF16"
+
+
+def _check_precision_options(sync_batchnorm: bool, precision: str, device: torch.device) -> None:
     if sync_batchnorm and device.type != "cuda":
         raise ValueError(
             f"train.sync_batchnorm needs CUDA devices (NCCL); this run is on {device}, where "
             "PyTorch has no SyncBatchNorm: set train.sync_batchnorm=false"
         )
-    if amp == "fp16" and device.type == "cpu":
+    if precision == "fp16" and device.type == "cpu":
         warnings.warn(
-            "train.amp='fp16' on cpu: float16 autocast ran 12-15x slower than float32 on this "
-            "project's CPU; use train.amp=bf16 or null",
+            "train.precision='fp16' on cpu: float16 autocast ran 12-15x slower than float32 on "
+            "this project's CPU; use train.precision=bf16, fp32 or auto",
             stacklevel=3,
         )
 

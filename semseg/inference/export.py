@@ -20,9 +20,15 @@ key                  value
 ``quantization``     only in int8 files: ``{"method", "calibration_images"}``
 ===================  =====================================================================
 
-Int8 static quantization (``calibration=`` images) ran 1.5 to 2 times as fast as float32 on
-our 2-core CPU for a trained U-Net, with unchanged mIoU (benchmarks/results/inference.md); on
-an untrained or tiny model it can be slower, so measure before relying on it.
+Int8 quantization (``calibration=`` images) has two quantizers, both writing int8 ONNX
+(QDQ) files with the metadata above:
+
+- ``onnxruntime``: ONNX Runtime's static quantization (min-max ranges); it ran 1.5 to 2 times
+  as fast as float32 on ONNX Runtime on our 2-core AMD CPU for a trained U-Net, with unchanged
+  mIoU; on an untrained or tiny model it can be slower, so measure before relying on it.
+- ``nncf``: NNCF's post-training quantization (``pip install 'semseg[openvino]'``), the
+  quantizer OpenVINO deploys with; run the file with ``--backend openvino`` (ONNX Runtime
+  runs it too, slowly). See ``benchmarks/results/speed.md`` for speed and mIoU.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import json
 import logging
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from semseg.cache import cache_dir
 from semseg.checkpoint import Checkpoint
 from semseg.data.transforms import to_tensor
 from semseg.inference.onnx_model import (
@@ -50,8 +57,16 @@ from semseg.inference.onnx_model import (
     OnnxModel,
     OnnxModelError,
 )
+from semseg.optional import require
 
 OPSET = 17
+QUANTIZERS = ("onnxruntime", "nncf")
+QUANTIZATION_METHODS = {
+    "onnxruntime": "ONNX Runtime static int8: QDQ, int8 weights per channel, uint8 activations "
+    "(min-max)",
+    "nncf": "NNCF post-training int8 (performance preset: symmetric int8 weights per channel "
+    "and activations, fast bias correction)",
+}
 
 
 def export_onnx(
@@ -59,6 +74,7 @@ def export_onnx(
     out_path: str | Path,
     opset: int = OPSET,
     calibration: Sequence[np.ndarray] | None = None,
+    quantizer: str = "onnxruntime",
 ) -> Path:
     """Write the checkpoint's model as ONNX with dynamic batch, height and width.
 
@@ -67,19 +83,20 @@ def export_onnx(
         out_path: the ``.onnx`` file to write.
         opset: ONNX opset version.
         calibration: with images ((H, W, 3) uint8 RGB, any sizes), the model is quantized to
-            int8 (static, QDQ format: int8 weights per output channel, uint8 activations
-            whose ranges are the min and max seen on these images) and the metadata gains
-            ``quantization``. Without, the model stays float32.
+            int8 by ``quantizer`` (ranges of the activations seen on these images) and the
+            metadata gains ``quantization``. Without, the model stays float32.
+        quantizer: one of :data:`QUANTIZERS` (see the module's docstring).
 
     Returns:
         ``out_path``.
 
     Raises:
         CheckpointError: the checkpoint cannot be read.
-        ValueError: ``out_path`` is the checkpoint itself, or ``calibration`` is empty.
+        ValueError: ``out_path`` is the checkpoint itself, ``calibration`` is empty, or the
+            quantizer is unknown.
+        MissingDependencyError: the quantizer's package is not installed.
     """
-    import onnx
-
+    onnx = require("onnx", "ONNX export", "export")
     if not isinstance(checkpoint, Checkpoint):
         checkpoint = Checkpoint.load(checkpoint)
     checkpoint_path, out_path = checkpoint.path, Path(out_path)
@@ -87,6 +104,8 @@ def export_onnx(
         raise ValueError(f"{out_path}: the ONNX output would overwrite the checkpoint")
     if calibration is not None and len(calibration) == 0:
         raise ValueError("calibration needs at least one image to quantize the model")
+    if quantizer not in QUANTIZERS:
+        raise ValueError(f"quantizer {quantizer!r} is not one of {', '.join(QUANTIZERS)}")
     if checkpoint.is_onnx:
         raise ValueError(f"{checkpoint_path}: already an ONNX file; export a .pt checkpoint")
     model = checkpoint.build_model()
@@ -107,9 +126,12 @@ def export_onnx(
     proto = _trace(model, max(2 * stride, 32), opset)
     if calibration is not None:
         batches = [to_tensor(image, checkpoint.mean, checkpoint.std)[None] for image in calibration]
-        proto = _quantize(proto, batches, out_path.parent)
+        if quantizer == "nncf":
+            proto = _quantize_nncf(proto, batches)
+        else:
+            proto = _quantize(proto, batches, out_path.parent)
         metadata["quantization"] = {
-            "method": "static int8: QDQ, int8 weights per channel, uint8 activations (min-max)",
+            "method": QUANTIZATION_METHODS[quantizer],
             "calibration_images": len(batches),
         }
     # The exporter leaves the class axis symbolic (the models crop with a negative Pad);
@@ -194,6 +216,28 @@ class _OnnxRuntimeWarnings(logging.Filter):
         return record.levelno > logging.WARNING or "onnxruntime" not in record.pathname
 
 
+def _quantize_nncf(proto: Any, batches: list[torch.Tensor]) -> Any:
+    """NNCF post-training int8 quantization of ``proto`` calibrated on normalised
+    (1, 3, H, W) inputs."""
+    nncf = require("nncf", "--quantizer nncf", "openvino")
+    dataset = nncf.Dataset(batches, lambda batch: {INPUT_NAME: batch.numpy()})
+    result = nncf.quantize(proto, dataset, subset_size=len(batches))
+    del result.metadata_props[:]  # our metadata is written by the caller
+    return result
+
+
+def exported_onnx(checkpoint: Checkpoint) -> Path:
+    """The float32 ONNX export of a saved checkpoint, written once into the cache folder
+    (``cache_dir()/onnx/``, named by the checkpoint file's SHA-256) and reused after."""
+    path = cache_dir() / "onnx" / f"{checkpoint.sha256()[:24]}.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+            export_onnx(checkpoint, Path(scratch) / path.name)
+            (Path(scratch) / path.name).replace(path)
+    return path
+
+
 @dataclass(frozen=True)
 class OnnxParity:
     """Agreement of an ONNX model with its checkpoint on one input.
@@ -208,12 +252,17 @@ class OnnxParity:
 
 
 def compare_onnx(
-    checkpoint: Checkpoint | str | Path, onnx_path: str | Path, image: np.ndarray
+    checkpoint: Checkpoint | str | Path,
+    onnx_path: str | Path,
+    image: np.ndarray,
+    engine: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> OnnxParity:
-    """Run the checkpoint (PyTorch) and the ONNX file (ONNX Runtime) on ``image``.
+    """Run the checkpoint (PyTorch, fp32) and the ONNX file on ``image``.
 
     Args:
         image: (H, W, 3) uint8 RGB, normalised with the checkpoint's mean and std.
+        engine: what runs the ONNX file (a backend of :mod:`semseg.inference.backends`);
+            default ONNX Runtime.
 
     Raises:
         OnnxModelError: naming the ONNX file when its classes or normalisation differ from
@@ -237,7 +286,7 @@ def compare_onnx(
     batch = to_tensor(image, checkpoint.mean, checkpoint.std).unsqueeze(0)
     with torch.inference_mode():
         expected = checkpoint.build_model()(batch)
-    actual = onnx_model(batch)
+    actual = (engine or onnx_model)(batch)
     return OnnxParity(
         max_abs_difference=float((actual - expected).abs().max()),
         argmax_agreement=float((actual.argmax(1) == expected.argmax(1)).float().mean()),

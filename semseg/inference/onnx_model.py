@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from semseg.labels import LabelSet
+from semseg.optional import require
 
 ONNX_FORMAT = "semseg-onnx"
 ONNX_VERSION = 1
@@ -40,8 +41,7 @@ class OnnxModel:
     """
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        import onnxruntime
-
+        onnxruntime = require("onnxruntime", "--backend onnxruntime", "export")
         self.path = Path(path)
         if not self.path.is_file():
             raise OnnxModelError(f"{self.path}: ONNX file not found")
@@ -61,20 +61,23 @@ class OnnxModel:
         self.output_stride = int(metadata["output_stride"])
         channels = self.session.get_outputs()[0].shape[1]
         if isinstance(channels, int):  # else the exporter left it symbolic: checked per call
-            self._check_channels(channels)
+            check_channels(self.path, self.labels, channels)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         array = images.detach().to("cpu", torch.float32).contiguous().numpy()
         (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})
-        self._check_channels(logits.shape[1])
+        check_channels(self.path, self.labels, logits.shape[1])
         return torch.from_numpy(logits)
 
-    def _check_channels(self, channels: int) -> None:
-        if channels != self.labels.num_classes:
-            raise OnnxModelError(
-                f"{self.path}: metadata lists {self.labels.num_classes} classes but the network "
-                f"outputs {channels} channels"
-            )
+
+def check_channels(path: Path, labels: LabelSet, channels: int) -> None:
+    """Raises OnnxModelError, naming ``path``, when the network's ``channels`` output
+    channels are not the metadata's classes."""
+    if channels != labels.num_classes:
+        raise OnnxModelError(
+            f"{path}: metadata lists {labels.num_classes} classes but the network "
+            f"outputs {channels} channels"
+        )
 
 
 REQUIRED_KEYS = ("class_names", "class_colours", "void_colour", "mean", "std", "output_stride")
@@ -88,8 +91,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     Raises:
         OnnxModelError: naming the file, when it is not an ONNX file or lacks the metadata.
     """
-    import onnx
-
+    onnx = require("onnx", "reading an ONNX file", "export")
     path = Path(path)
     try:
         proto = onnx.load(str(path), load_external_data=False)

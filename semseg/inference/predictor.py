@@ -18,7 +18,7 @@ from torch import nn
 
 from semseg.checkpoint import Checkpoint
 from semseg.data.transforms import to_tensor
-from semseg.inference.fuse import fuse_conv_bn
+from semseg.inference.backends import Engine, TorchModel, build_engine, model_source
 from semseg.inference.tta import InferenceOptions, infer_probabilities
 from semseg.labels import LabelSet
 
@@ -42,10 +42,11 @@ class Predictor:
     Args:
         model: maps (N, 3, H, W) normalised float to (N, C, H, W) logits at input size, for
             any H, W of at least ``output_stride`` (the model pads itself where its layers
-            need it, see :mod:`semseg.models.contract`); an ``nn.Module`` (kept as an
-            eval-mode copy on ``device`` with BatchNorm folded into the convolutions and
-            channels-last weights) or another callable such as
-            :class:`~semseg.inference.onnx_model.OnnxModel`.
+            need it, see :mod:`semseg.models.contract`); an ``nn.Module`` (run as
+            :class:`~semseg.inference.backends.TorchModel` in fp32: an eval-mode copy on
+            ``device`` with BatchNorm folded into the convolutions and channels-last weights)
+            or another callable, such as a backend of :mod:`semseg.inference.backends` or an
+            :class:`~semseg.inference.auto.AutoModel`.
         labels: the model's classes.
         mean, std: per-channel normalisation applied to [0, 1] RGB input.
         device: where the inputs go (and an ``nn.Module`` model).
@@ -69,13 +70,14 @@ class Predictor:
     ) -> None:
         self.device = torch.device(device)
         if isinstance(model, nn.Module):
-            # Both measured faster on our 2-core CPU (benchmarks/results/inference.md).
-            model = fuse_conv_bn(model).to(self.device, memory_format=torch.channels_last)
-        self.model = model
+            model = TorchModel(model, "fp32", self.device)
+        self.engine = model
+        # What callers inspect: the folded nn.Module that runs, or the callable itself.
+        self.model = model.module if isinstance(model, TorchModel) else model
         self.labels = labels
         self.mean, self.std = tuple(mean), tuple(std)
         self.options = options or InferenceOptions()
-        self.output_stride = int(output_stride or getattr(model, "output_stride", 1))
+        self.output_stride = int(output_stride or getattr(self.model, "output_stride", 1))
         tile = self.options.tile_size
         if tile is not None and min(tile) < self.output_stride:
             raise ValueError(
@@ -89,39 +91,53 @@ class Predictor:
         device: str | None = None,
         options: InferenceOptions | None = None,
         threads: int | None = None,
+        backend: str | None = None,
+        precision: str = "fp32",
+        images: int | None = None,
+        report: Callable[[str], None] | None = None,
     ) -> Predictor:
-        """The model of a checkpoint (``.pt``, run by PyTorch on ``device``) or of an ONNX file
-        written by ``semseg export`` (ONNX Runtime on the CPU, ``threads`` threads; default one
-        per core), with the checkpoint's classes and normalisation.
+        """The model of a checkpoint (``.pt``) or of an ONNX file written by ``semseg export``,
+        with the checkpoint's classes and normalisation, run by ``backend`` at ``precision``.
 
-        ``threads`` applies to ONNX Runtime only: PyTorch's thread count is process-wide, and
-        setting it is left to the caller (the CLI's ``--threads``).
+        Args:
+            backend: ``torch`` (on ``device``), ``onnxruntime`` or ``openvino`` (on the CPU),
+                or ``auto`` (see :mod:`semseg.inference.auto`); None: the file's own, PyTorch
+                for a checkpoint, ONNX Runtime for an ONNX file.
+            precision: ``fp32``, ``bf16`` or ``auto``.
+            threads: ONNX Runtime's or OpenVINO's threads (default one per core). PyTorch's
+                thread count is process-wide, and setting it is left to the caller (the
+                CLI's ``--threads``).
+            images: how many images will be run (``auto`` weighs setup time against it).
+            report: receives the line saying what ``auto`` chose (default: the log).
 
         Raises:
             CheckpointError: naming the file, when it cannot be read.
-            ValueError: a device other than the CPU for an ONNX file.
+            ValueError: a device other than the CPU for an ONNX file, or an engine that
+                cannot run this model here.
+            MissingDependencyError: the backend's package is not installed.
         """
+        from semseg.inference.auto import AutoModel
+
         if not isinstance(checkpoint, Checkpoint):
             checkpoint = Checkpoint.load(checkpoint)
         if checkpoint.is_onnx:
             if device not in (None, "cpu"):
                 raise ValueError(f"{checkpoint.path}: ONNX models run on the CPU; got {device}")
             device = "cpu"
-        model = checkpoint.build_model(threads)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        source = model_source(checkpoint)
+        backend = backend or ("onnxruntime" if checkpoint.is_onnx else "torch")
+        if "auto" in (backend, precision):
+            engine = AutoModel(source, backend, precision, device, threads, images, report)
+        else:
+            engine = build_engine(source, Engine(backend, precision), device, threads)
+        stride = checkpoint.output_stride or int(source.module().output_stride)
         return cls(
-            model,
-            checkpoint.labels,
-            checkpoint.mean,
-            checkpoint.std,
-            device or ("cuda" if torch.cuda.is_available() else "cpu"),
-            options,
-            checkpoint.output_stride,
+            engine, checkpoint.labels, checkpoint.mean, checkpoint.std, device, options, stride
         )
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.model, nn.Module):
-            images = images.contiguous(memory_format=torch.channels_last)
-        return self.model(images).contiguous()
+        return self.engine(images).contiguous()
 
     def predict(self, image: np.ndarray) -> Prediction:
         """image: (H, W, 3) uint8 RGB -> :class:`Prediction` at the image's size.

@@ -189,16 +189,18 @@ class DilationSchedule:
     """Turns strides past ``output_stride`` into dilation; call once per block, in order.
 
     A block asked for a stride that would take the network past ``output_stride`` gets stride
-    1 and the dilation so far; the blocks after it get that dilation times the stride.
+    1 and the dilation so far (with ``dilate_strided_block``: that dilation times the stride,
+    torchvision's rule for MobileNetV3); the blocks after it get that dilation times the stride.
     """
 
-    def __init__(self, output_stride: int) -> None:
+    def __init__(self, output_stride: int, dilate_strided_block: bool = False) -> None:
         if output_stride not in OUTPUT_STRIDES:
             raise ValueError(
                 f"output_stride must be one of {', '.join(map(str, OUTPUT_STRIDES))}, "
                 f"got {output_stride}"
             )
         self.output_stride = output_stride
+        self.dilate_strided_block = dilate_strided_block
         self.stride = 1
         self.dilation = 1
 
@@ -209,7 +211,7 @@ class DilationSchedule:
             return stride, self.dilation
         previous = self.dilation
         self.dilation *= stride
-        return 1, previous
+        return 1, self.dilation if self.dilate_strided_block else previous
 
 
 def feature_strides(output_stride: int) -> tuple[int, ...]:

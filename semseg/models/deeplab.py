@@ -1,4 +1,4 @@
-"""DeepLabV3 and DeepLabV3+ on ResNet-18/34/50 or MobileNetV2.
+"""DeepLabV3 and DeepLabV3+ on ResNet-18/34/50, MobileNetV2 or MobileNetV3-Large.
 
 Chen, Papandreou, Schroff & Adam, "Rethinking Atrous Convolution for Semantic Image
 Segmentation", 2017 (DeepLabV3), and Chen, Zhu, Papandreou, Schroff & Adam, "Encoder-Decoder
@@ -19,30 +19,34 @@ conv-BN-ReLU, concatenated with the ASPP output upsampled to its size, two 3x3 (
 conv-BN-ReLU of 256 channels, a 1x1 classifier, and x4 bilinear upsampling to the input.
 
 With MobileNetV2 the deepest map is the last inverted residual block's (320 channels; the
-1x1 convolution to 1280 is not built), as in the paper's MobileNetV2 variant.
+1x1 convolution to 1280 is not built), as in the paper's MobileNetV2 variant. With
+MobileNetV3-Large it is the final 1x1 convolution's (960 channels), as in torchvision's
+``deeplabv3_mobilenet_v3_large`` and the LR-ASPP of Howard et al. 2019; the decoder's stride-4
+map is ``features.3`` (24 channels).
 
 Parameters for 21 classes: DeepLabV3+ on ResNet-50 26,695,877, ResNet-34 22,446,533,
-ResNet-18 12,338,373, MobileNetV2 2,719,557; DeepLabV3 on ResNet-50 (regular 3x3 ASPP
-convolutions) 39,048,277, which is torchvision's ``deeplabv3_resnet50`` (42,004,074) without
-its auxiliary classifier, its extra 3x3 conv-BN after ASPP and its pooling-branch BatchNorm.
+ResNet-18 12,338,373, MobileNetV3-Large 4,720,117, MobileNetV2 2,719,557; DeepLabV3 on
+ResNet-50 (regular 3x3 ASPP convolutions) 39,048,277, which is torchvision's
+``deeplabv3_resnet50`` (42,004,074) without its auxiliary classifier, its extra 3x3 conv-BN
+after ASPP and its pooling-branch BatchNorm.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from semseg.models.backbones.mobilenet import mobilenet_v2
+from semseg.models.backbones.mobilenet import mobilenet_v2, mobilenet_v3_large
 from semseg.models.backbones.resnet import ResNet
 from semseg.models.blocks import ConvBNAct, SeparableConv
 from semseg.models.contract import SegmentationModel
 from semseg.models.pretrained import load_pretrained_encoder
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v2")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "mobilenet_v2", "mobilenet_v3_large")
 ASPP_CHANNELS = 256
 LOW_LEVEL_CHANNELS = 48
 RATES_STRIDE = 16
@@ -141,43 +145,45 @@ class DeepLab(SegmentationModel):
 def _backbone(name: str, output_stride: int, width_divisor: int) -> nn.Module:
     if name == "mobilenet_v2":
         return mobilenet_v2(1 / width_divisor, output_stride, last_conv=False)
+    if name == "mobilenet_v3_large":
+        return mobilenet_v3_large(1 / width_divisor, output_stride)
     if name in BACKBONES:
         return ResNet(int(name.removeprefix("resnet")), output_stride, width_divisor)
     raise ValueError(f"backbone {name!r} is not one of {', '.join(BACKBONES)}")
 
 
-def _create(
-    num_classes: int,
-    backbone: str,
-    output_stride: int,
-    aspp_rates: Sequence[int],
-    separable: bool,
-    decoder: bool,
-    encoder_weights: str | Path | None,
-    width_divisor: int,
-) -> DeepLab:
-    model = DeepLab(
-        num_classes, backbone, output_stride, tuple(aspp_rates), separable, decoder, width_divisor
-    )
-    if encoder_weights is not None:
-        load_pretrained_encoder(model.encoder, encoder_weights)
-    return model
+def _variant(decoder: bool, separable_default: bool, doc: str) -> Callable[..., DeepLab]:
+    """The registry constructor of DeepLabV3+ (``decoder``) or DeepLabV3."""
+
+    def create(
+        num_classes: int,
+        backbone: str = "resnet50",
+        output_stride: int = 16,
+        aspp_rates: Sequence[int] = (6, 12, 18),
+        separable: bool = separable_default,
+        encoder_weights: str | Path | None = None,
+        width_divisor: int = 1,
+    ) -> DeepLab:
+        model = DeepLab(num_classes, backbone, output_stride, tuple(aspp_rates), separable,
+                        decoder, width_divisor)  # fmt: skip
+        if encoder_weights is not None:
+            load_pretrained_encoder(model.encoder, encoder_weights)
+        return model
+
+    create.__name__ = create.__qualname__ = "deeplabv3plus" if decoder else "deeplabv3"
+    create.__doc__ = doc
+    return create
 
 
-def deeplabv3plus(
-    num_classes: int,
-    backbone: str = "resnet50",
-    output_stride: int = 16,
-    aspp_rates: Sequence[int] = (6, 12, 18),
-    separable: bool = True,
-    encoder_weights: str | Path | None = None,
-    width_divisor: int = 1,
-) -> DeepLab:
+deeplabv3plus = _variant(
+    True,
+    True,
     """DeepLabV3+ (Chen et al., ECCV 2018); see the module docstring.
 
     Args:
         num_classes: output channels (21 for PASCAL VOC).
-        backbone: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"mobilenet_v2"``.
+        backbone: ``"resnet18"``, ``"resnet34"``, ``"resnet50"``, ``"mobilenet_v2"`` or
+            ``"mobilenet_v3_large"``.
         output_stride: 16 or 8, the stride of the map ASPP sees.
         aspp_rates: dilations of the three 3x3 ASPP branches at output stride 16; doubled at 8.
         separable: depthwise separable 3x3 convolutions in ASPP and the decoder.
@@ -187,29 +193,15 @@ def deeplabv3plus(
             copies with it. Pretrained weights fit only 1.
 
     Output stride 4 (the decoder's), then bilinear upsampling to the input size.
-    """
-    return _create(
-        num_classes, backbone, output_stride, aspp_rates, separable, True, encoder_weights,
-        width_divisor,
-    )  # fmt: skip
-
-
-def deeplabv3(
-    num_classes: int,
-    backbone: str = "resnet50",
-    output_stride: int = 16,
-    aspp_rates: Sequence[int] = (6, 12, 18),
-    separable: bool = False,
-    encoder_weights: str | Path | None = None,
-    width_divisor: int = 1,
-) -> DeepLab:
+    """,
+)
+deeplabv3 = _variant(
+    False,
+    False,
     """DeepLabV3 (Chen et al., 2017): ASPP and a 1x1 classifier, no decoder.
 
     Arguments as for :func:`deeplabv3plus`; the ASPP convolutions are regular (not separable)
     by default, as in the paper. Logits at ``output_stride``, upsampled bilinearly to the input
     size.
-    """
-    return _create(
-        num_classes, backbone, output_stride, aspp_rates, separable, False, encoder_weights,
-        width_divisor,
-    )  # fmt: skip
+    """,
+)

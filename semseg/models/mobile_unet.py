@@ -17,7 +17,7 @@ input size.
 Against torchvision's ``lraspp_mobilenet_v3_large`` (same encoder, dilated to output stride
 16, logits at stride 8): the encoder keeps its strides, so its last stage runs on a quarter
 of the pixels, and the saving pays for a decoder down to stride 4. Chosen by measurement
-(``benchmarks/realtime_latency.py`` for CPU latency, ``benchmarks/ablation.py`` for CamVid
+(``benchmarks/speed.py`` for CPU latency, ``benchmarks/ablation.py`` for CamVid
 mIoU under one training recipe; results, machine and commands in ``benchmarks/results/``):
 1x1 merges at strides 8 and 4 take 0.92-0.95x (NCHW) and 0.87-0.99x (channels_last) the
 latency of 3x3 separable ones and scored 1.0 mIoU point more over three seeds (within the

@@ -16,9 +16,11 @@ from torch import nn
 
 from semseg.models.deeplab import deeplabv3, deeplabv3plus
 from semseg.models.encoder_decoder import encoder_decoder
+from semseg.models.fc_densenet import fc_densenet56, fc_densenet103
 from semseg.models.fcn import fcn8s, fcn16s, fcn32s
 from semseg.models.fullres_fcn import fullres_fcn
 from semseg.models.input_scaled import InputScaled
+from semseg.models.lraspp import lraspp_mobilenet_v3_large
 from semseg.models.mobile_unet import mobile_unet
 from semseg.models.naive import naive
 from semseg.models.patch_classifier import patch_classifier
@@ -39,6 +41,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "deeplabv3": deeplabv3,
     "deeplabv3plus": deeplabv3plus,
     "mobile_unet": mobile_unet,
+    "lraspp_mobilenet_v3_large": lraspp_mobilenet_v3_large,
+    "fc_densenet56": fc_densenet56,
+    "fc_densenet103": fc_densenet103,
 }
 
 

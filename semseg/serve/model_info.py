@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from semseg.checkpoint import Checkpoint
+from semseg.inference.auto import AutoModel
+from semseg.inference.backends import OpenVinoModel, TorchModel
 from semseg.inference.onnx_model import read_onnx_metadata
 from semseg.inference.predictor import Predictor
 from semseg.serve.encode import hex_colour
@@ -19,16 +21,8 @@ def describe_model(predictor: Predictor, checkpoint: Checkpoint | None) -> dict[
     checkpoint or an ``.onnx`` export, read from a file; None for a predictor built in memory:
     no name, file or hash)."""
     labels = predictor.labels
-    if isinstance(predictor.model, nn.Module):
-        backend, threads = "pytorch", torch.get_num_threads()
-        parameter = next(predictor.model.parameters(), None)
-        precision = str(parameter.dtype).removeprefix("torch.") if parameter is not None else None
-    else:
-        backend, precision = "onnxruntime", "float32"
-        session = getattr(predictor.model, "session", None)
-        # 0 is ONNX Runtime's "one per core"
-        threads = session.get_session_options().intra_op_num_threads if session else None
-    if checkpoint is not None and checkpoint.is_onnx:
+    backend, precision, threads = _engine(predictor.engine)
+    if checkpoint is not None and checkpoint.is_onnx and backend == "onnxruntime":
         # int8 files carry their quantization in the metadata semseg export writes
         precision = "int8" if "quantization" in read_onnx_metadata(checkpoint.path) else precision
     has_file = checkpoint is not None and checkpoint.path is not None
@@ -57,3 +51,23 @@ def describe_model(predictor: Predictor, checkpoint: Checkpoint | None) -> dict[
             "sha256": checkpoint.sha256() if has_file else None,
         },
     }
+
+
+def _engine(engine: Any) -> tuple[str | None, str | None, int | None]:
+    """(backend, precision, threads) of what runs the forward pass; for ``auto``, the engine
+    it chose (None before the warm-up inference chose one)."""
+    if isinstance(engine, AutoModel):
+        if engine.choice is None:
+            return "auto", "auto", engine.threads
+        chosen = engine.choice.engine
+        return chosen.backend, chosen.precision, engine.threads
+    if isinstance(engine, TorchModel):
+        return "torch", engine.precision, torch.get_num_threads()
+    if isinstance(engine, OpenVinoModel):
+        return "openvino", engine.precision, getattr(engine, "threads", None)
+    if isinstance(engine, nn.Module):
+        return "torch", "fp32", torch.get_num_threads()
+    session = getattr(engine, "session", None)
+    # 0 is ONNX Runtime's "one per core"
+    threads = session.get_session_options().intra_op_num_threads if session else None
+    return "onnxruntime", "fp32", threads

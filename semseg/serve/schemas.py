@@ -85,8 +85,8 @@ class ModelInfo(BaseModel):
     classes: list[ModelClass]
     normalisation: Normalisation
     output_stride: int
-    backend: str = Field(description="pytorch or onnxruntime")
-    precision: str | None
+    backend: str = Field(description="torch, onnxruntime or openvino (auto before it chose)")
+    precision: str | None = Field(description="fp32, bf16 or int8")
     device: str
     threads: int | None
     inference: InferenceSettings

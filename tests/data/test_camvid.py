@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from semseg.config import DataConfig
 from semseg.data.dataset import FileDataset
 from semseg.data.formats import detect_format, list_split
+from semseg.engine.build import build_datasets
 from semseg.labels import IGNORE_INDEX
 
 CAMVID = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "camvid"
@@ -33,3 +35,17 @@ def test_first_sample_reads_as_360x480_with_void_ignored():
     assert values <= set(range(11)) | {IGNORE_INDEX}
     raw = np.asarray(Image.open(dataset.files.samples[0].mask))
     assert np.array_equal(mask == IGNORE_INDEX, raw == 11)
+
+
+def test_the_drives_held_out_in_turn_cover_train_and_val():
+    # val is all 0016E5, which also gives 204 of the 367 train frames
+    assert {s.image.stem.split("_")[0] for s in list_split(CAMVID, "val").samples} == {"0016E5"}
+    pooled = {"0001TP": 62, "0006R0": 101, "0016E5": 204 + 101}
+    for drive, count in pooled.items():
+        sets = build_datasets(
+            DataConfig(format="camvid", root=str(CAMVID), holdout_groups=(drive,))
+        )
+        assert sets.groups.frames == {
+            g: (0, n) if g == drive else (n, 0) for g, n in pooled.items()
+        }
+        assert (len(sets.train), len(sets.val)) == (367 + 101 - count, count)

@@ -196,7 +196,7 @@ def test_sync_batchnorm_on_cpu_is_refused_at_start(tmp_path):
 def test_bf16_autocast_changes_the_training_result(tmp_path):
     reference = _tiny(tmp_path / "fp32")
     reference.fit()
-    bf16 = _tiny(tmp_path / "bf16", amp="bf16")
+    bf16 = _tiny(tmp_path / "bf16", precision="bf16")
     bf16.fit()
     assert bf16.scaler is None
     expected, actual = _weights(tmp_path / "fp32"), _weights(tmp_path / "bf16")
@@ -208,7 +208,7 @@ def test_bf16_autocast_changes_the_training_result(tmp_path):
 
 def test_fp16_grad_scaler_state_is_checkpointed_and_restored(tmp_path):
     with pytest.warns(UserWarning, match="fp16"):
-        trainer = _tiny(tmp_path, amp="fp16")
+        trainer = _tiny(tmp_path, precision="fp16")
     trainer.fit()
     checkpoint = Checkpoint.load(tmp_path / "last.pt")
     saved = checkpoint.training["grad_scaler"]

@@ -13,7 +13,11 @@ from torch import nn
 from semseg.models import create_model
 
 from .architecture_contract import ArchitectureContract
-from .test_mobilenet import random_state, torchvision_mobilenet_v2_shapes
+from .test_mobilenet import (
+    random_state,
+    torchvision_mobilenet_v2_shapes,
+    torchvision_mobilenet_v3_large_shapes,
+)
 
 
 class TestDeepLabV3PlusResNet18(ArchitectureContract):
@@ -24,6 +28,11 @@ class TestDeepLabV3PlusResNet18(ArchitectureContract):
 class TestDeepLabV3PlusMobileNetV2OutputStride8(ArchitectureContract):
     model_name = "deeplabv3plus"
     model_kwargs = {"backbone": "mobilenet_v2", "output_stride": 8, "width_divisor": 8}
+
+
+class TestDeepLabV3PlusMobileNetV3Large(ArchitectureContract):
+    model_name = "deeplabv3plus"
+    model_kwargs = {"backbone": "mobilenet_v3_large", "width_divisor": 8}
 
 
 class TestDeepLabV3ResNet50(ArchitectureContract):
@@ -65,14 +74,53 @@ def test_deeplabv3plus_head_parameter_count_matches_hand_count() -> None:
     assert _count(model) - _count(model.encoder) == aspp + decoder
 
 
+def test_deeplabv3plus_mobilenet_v3_large_head_parameter_count_matches_hand_count() -> None:
+    # Full size: the 960-channel stride-16 map feeds ASPP, the 24-channel stride-4 map
+    # (features.3) the decoder.
+    with torch.device("meta"):
+        model = create_model("deeplabv3plus", 21, backbone="mobilenet_v3_large")
+    aspp = (
+        (960 * 256 + 2 * 256)
+        + 3 * _separable(960, 256)
+        + (960 * 256 + 256)
+        + (5 * 256 * 256 + 2 * 256)
+    )
+    decoder = (24 * 48 + 2 * 48) + _separable(256 + 48, 256) + _separable(256, 256)
+    classifier = 256 * 21 + 21
+    assert (
+        _count(model.encoder) == 2_971_952
+    )  # torchvision's mobilenet_v3_large less its classifier
+    assert _count(model) - _count(model.encoder) == aspp + decoder + classifier
+    assert _count(model) == 4_720_117
+
+
 def test_full_size_decoder_reduces_the_stride_4_map_to_48_channels() -> None:
     with torch.device("meta"):
         resnet = create_model("deeplabv3plus", 21)
         mobilenet = create_model("deeplabv3plus", 21, backbone="mobilenet_v2")
+        mobilenet_v3 = create_model("deeplabv3plus", 21, backbone="mobilenet_v3_large")
     assert (resnet.reduce[0].in_channels, resnet.reduce[0].out_channels) == (256, 48)
     assert (mobilenet.reduce[0].in_channels, mobilenet.reduce[0].out_channels) == (24, 48)
+    assert (mobilenet_v3.reduce[0].in_channels, mobilenet_v3.reduce[0].out_channels) == (24, 48)
     assert resnet.aspp.branches[0][0].in_channels == 2048
     assert mobilenet.aspp.branches[0][0].in_channels == 320
+    assert mobilenet_v3.aspp.branches[0][0].in_channels == 960
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_mobilenet_v3_large_decoder_reads_stride_4_and_aspp_the_output_stride(
+    output_stride: int,
+) -> None:
+    model = create_model(
+        "deeplabv3plus", 3, backbone="mobilenet_v3_large", output_stride=output_stride,
+        width_divisor=8,
+    ).eval()  # fmt: skip
+    seen = {}
+    model.reduce.register_forward_hook(lambda m, args, out: seen.update(low=args[0].shape[-2:]))
+    model.aspp.register_forward_hook(lambda m, args, out: seen.update(high=args[0].shape[-2:]))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 96))
+    assert seen == {"low": (16, 24), "high": (64 // output_stride, 96 // output_stride)}
 
 
 @pytest.mark.parametrize(
@@ -117,6 +165,19 @@ def test_classifier_runs_at_the_decoders_stride(name: str, stride: int) -> None:
     with torch.no_grad():
         model(torch.randn(1, 3, 64, 96))
     assert seen == [(64 // stride, 96 // stride)]
+
+
+def test_encoder_weights_load_torchvision_mobilenet_v3_large(tmp_path: Path) -> None:
+    state = random_state(torchvision_mobilenet_v3_large_shapes())
+    path = tmp_path / "mobilenet_v3_large.pth"
+    torch.save(state, path)
+    model = create_model(
+        "deeplabv3plus", 3, backbone="mobilenet_v3_large", encoder_weights=str(path)
+    )
+    loaded = model.encoder.state_dict()
+    assert set(loaded) == set(state)
+    for name, tensor in loaded.items():
+        assert torch.equal(tensor, state[name]), name
 
 
 def test_encoder_weights_load_torchvision_mobilenet_v2(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,59 @@ def test_dilation_computes_the_strided_network_on_a_finer_grid(output_stride: in
         step = stride // min(stride, output_stride)
         torch.testing.assert_close(b[..., ::step, ::step], a, rtol=1e-4, atol=1e-5)
     assert fine[-1].shape[-1] == 96 // output_stride
+
+
+def _depthwise_dilation_and_stride(encoder: torch.nn.Module) -> list[tuple[int, int]]:
+    """(dilation, stride) of each inverted residual block's depthwise convolution."""
+    convs = [
+        m
+        for block in encoder.features[1:-1]
+        for m in block.modules()
+        if isinstance(m, torch.nn.Conv2d) and m.groups > 1
+    ]
+    return [(conv.dilation[0], conv.stride[0]) for conv in convs]
+
+
+@pytest.mark.parametrize(
+    ("output_stride", "expected"),
+    [
+        # torchvision's mobilenet_v3_large(dilated=True): the last stage (features.13-15)
+        # at stride 1, dilation 2, the strided block included.
+        (16, [(1, 1), (1, 2), (1, 1), (1, 2), (1, 1), (1, 1), (1, 2)] + [(1, 1)] * 5
+         + [(2, 1)] * 3),
+        (8, [(1, 1), (1, 2), (1, 1), (1, 2), (1, 1), (1, 1)] + [(2, 1)] * 6 + [(4, 1)] * 3),
+    ],
+)  # fmt: skip
+def test_mobilenet_v3_large_dilates_the_strided_block_as_torchvision(
+    output_stride: int, expected: list[tuple[int, int]]
+) -> None:
+    with torch.device("meta"):
+        encoder = mobilenet_v3_large(output_stride=output_stride)
+    assert _depthwise_dilation_and_stride(encoder) == expected
+    conv = encoder.features[13].block[1][0]
+    assert conv.padding[0] == 2 * conv.dilation[0]  # "same" padding of a 5x5 kernel
+
+
+def test_mobilenet_v3_large_returns_the_tapped_layers() -> None:
+    encoder = mobilenet_v3_large(width_mult=0.25, output_stride=16, taps=(0, 4, 16)).eval()
+    assert encoder.channels == (8, 16, 240)
+    assert encoder.strides == (2, 8, 16)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        first, fourth, last = encoder(x)
+        expected = encoder.features[:5](x)
+    torch.testing.assert_close(fourth, expected)
+    assert [tuple(f.shape[1:]) for f in (first, fourth, last)] == [
+        (8, 32, 48), (16, 8, 12), (240, 4, 6)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("taps", [(), (4, 3), (1, 17), (-1, 4)])
+def test_bad_taps_are_named(taps: tuple) -> None:
+    with pytest.raises(
+        ValueError, match=re.escape(f"taps must be increasing indices of the 17 layers, got {taps}")
+    ):
+        mobilenet_v3_large(taps=taps)
 
 
 def test_squeeze_excitation_scales_each_channel_by_a_hard_sigmoid_of_its_mean() -> None:

@@ -150,8 +150,8 @@ def test_rgba_greyscale_jpeg_and_webp_images(live, predictor):
 def test_model_endpoint(live, checkpoint, predictor):
     info = live.get("/v1/model").json()
     ModelInfo.model_validate(info)
-    assert info["name"] == "unet" and info["backend"] == "pytorch"
-    assert info["precision"] == "float32" and info["output_stride"] == 4
+    assert info["name"] == "unet" and info["backend"] == "torch"
+    assert info["precision"] == "fp32" and info["output_stride"] == 4
     assert info["checkpoint"] == {
         "file": "best.pt",
         "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
@@ -421,11 +421,7 @@ def test_an_onnx_export_is_served(checkpoint, scene_png, tmp_path):
     try:
         live.wait_ready()
         info = live.get("/v1/model").json()
-        assert (info["backend"], info["precision"], info["name"]) == (
-            "onnxruntime",
-            "float32",
-            "unet",
-        )
+        assert (info["backend"], info["precision"], info["name"]) == ("onnxruntime", "fp32", "unet")
         assert info["threads"] == 1
         assert info["checkpoint"]["sha256"] == hashlib.sha256(onnx_path.read_bytes()).hexdigest()
         labels = post_image(live, scene_png, query="?output=labels")

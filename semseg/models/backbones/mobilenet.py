@@ -6,11 +6,15 @@ follow torchvision's ``mobilenet_v2`` / ``mobilenet_v3_large`` (``features.{i}``
 ``features.{i}.conv.*`` / ``features.{i}.block.*`` inside a block) so their ImageNet state
 dicts load directly; the classifier is not built.
 
-Both return five feature maps, the outputs of the last block at strides 2, 4, 8, 16 and 32. For
-``output_stride`` 16 or 8 the blocks that would reduce below it keep their resolution and
-dilate their depthwise convolution instead (DeepLab's atrous convolution; the strided block
-itself uses the previous dilation, as torchvision's ``replace_stride_with_dilation`` does for
-ResNet), so pretrained weights still apply.
+Both return five feature maps, the outputs of the last block at strides 2, 4, 8, 16 and 32
+(MobileNetV3-Large can return others, ``taps``). For ``output_stride`` 16 or 8 the blocks that
+would reduce below it keep their resolution and dilate their depthwise convolution instead
+(DeepLab's atrous convolution), so pretrained weights still apply. In MobileNetV2 the strided
+block itself uses the previous dilation, as torchvision's ``replace_stride_with_dilation`` does
+for ResNet: the dilated network computes the strided one on a finer grid. In MobileNetV3-Large
+it uses the new dilation, as torchvision's ``mobilenet_v3_large(dilated=True)`` does, the
+backbone its ``lraspp_mobilenet_v3_large`` and ``deeplabv3_mobilenet_v3_large`` were trained
+with.
 
 BatchNorm: MobileNetV2 uses PyTorch's defaults (eps 1e-5, momentum 0.1), MobileNetV3-Large
 eps 1e-3 and momentum 0.01, as torchvision defines each (and as its ImageNet weights were
@@ -188,15 +192,21 @@ class MobileNetV2(_StageOutputs):
 class MobileNetV3Large(_StageOutputs):
     """MobileNetV3-Large ``features`` (torchvision names): ``(N, 3, H, W)`` -> five maps.
 
-    The maps are the outputs of ``features.1``, ``.3``, ``.6``, ``.12`` and ``.16`` (the 1x1
-    convolution to 960 channels): ``channels`` ``(16, 24, 40, 112, 960)`` at width 1, at
-    ``strides`` as for :class:`MobileNetV2`. Full size: 2,971,952 parameters (torchvision's
+    By default the maps are the outputs of ``features.1``, ``.3``, ``.6``, ``.12`` and ``.16``
+    (the 1x1 convolution to 960 channels): ``channels`` ``(16, 24, 40, 112, 960)`` at width 1,
+    at ``strides`` as for :class:`MobileNetV2`. Full size: 2,971,952 parameters (torchvision's
     5,483,032 less the 2,511,080 of its classifier).
 
     Args:
         width_mult: scales every channel count (rounded by :func:`make_divisible`).
-        output_stride: 32, 16 or 8 (dilation replaces the later strides).
+        output_stride: 32, 16 or 8 (dilation replaces the later strides; the strided block
+            itself is dilated too, as in torchvision).
+        taps: increasing indices into ``features`` whose outputs are returned; ``channels``
+            and ``strides`` follow them.
     """
+
+    DEFAULT_TAPS = (1, 3, 6, 12, 16)
+    """The last layer at each stride."""
 
     SETTINGS = (
         (3, 16, 16, False, "RE", 1), (3, 64, 24, False, "RE", 2), (3, 72, 24, False, "RE", 1),
@@ -210,15 +220,30 @@ class MobileNetV3Large(_StageOutputs):
     """(kernel, expanded channels, output channels, squeeze-excitation, ReLU or hard swish,
     stride) per block, the paper's Table 1."""
 
-    def __init__(self, width_mult: float = 1.0, output_stride: int = 32) -> None:
+    def __init__(
+        self,
+        width_mult: float = 1.0,
+        output_stride: int = 32,
+        taps: tuple[int, ...] = DEFAULT_TAPS,
+    ) -> None:
         super().__init__()
         if width_mult <= 0:
             raise ValueError(f"width_mult must be positive, got {width_mult}")
+        layer_count = len(self.SETTINGS) + 2
+        if (
+            not taps
+            or list(taps) != sorted(set(taps))
+            or not 0 <= taps[0] <= taps[-1] < layer_count
+        ):
+            raise ValueError(
+                f"taps must be increasing indices of the {layer_count} layers, got {taps}"
+            )
         activations = {"RE": nn.ReLU, "HS": nn.Hardswish}
-        dilation = DilationSchedule(output_stride)
+        dilation = DilationSchedule(output_stride, dilate_strided_block=True)
         in_channels = make_divisible(16 * width_mult)
         layers: list[nn.Module] = [ConvBNAct(3, in_channels, stride=2, activation=nn.Hardswish)]
         dilation(2)
+        layer_strides = [dilation.stride]
         for kernel, expanded, channels, squeeze, activation, block_stride in self.SETTINGS:
             out_channels = make_divisible(channels * width_mult)
             stride, rate = dilation(block_stride)
@@ -228,12 +253,14 @@ class MobileNetV3Large(_StageOutputs):
                     squeeze, activations[activation], stride, rate,
                 )
             )  # fmt: skip
+            layer_strides.append(dilation.stride)
             in_channels = out_channels
         layers.append(ConvBNAct(in_channels, 6 * in_channels, 1, activation=nn.Hardswish))
+        layer_strides.append(dilation.stride)
         self.features = nn.Sequential(*layers)
-        self.taps = (1, 3, 6, 12, 16)
-        self.channels = (*(_out_channels(layers[i]) for i in self.taps[:-1]), 6 * in_channels)
-        self.strides = feature_strides(output_stride)
+        self.taps = tuple(taps)
+        self.channels = tuple(_out_channels(layers[i]) for i in self.taps)
+        self.strides = tuple(layer_strides[i] for i in self.taps)
         for module in self.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.eps = MOBILENET_V3_BATCHNORM["eps"]
@@ -248,9 +275,13 @@ def mobilenet_v2(
     return MobileNetV2(width_mult, output_stride, last_conv)
 
 
-def mobilenet_v3_large(width_mult: float = 1.0, output_stride: int = 32) -> MobileNetV3Large:
+def mobilenet_v3_large(
+    width_mult: float = 1.0,
+    output_stride: int = 32,
+    taps: tuple[int, ...] = MobileNetV3Large.DEFAULT_TAPS,
+) -> MobileNetV3Large:
     """MobileNetV3-Large feature extractor; see :class:`MobileNetV3Large`."""
-    return MobileNetV3Large(width_mult, output_stride)
+    return MobileNetV3Large(width_mult, output_stride, taps)
 
 
 def _out_channels(block: nn.Module) -> int:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from semseg.engine.losses import SegmentationLoss
+from semseg.engine.losses import CrossEntropyLoss
 from semseg.labels import IGNORE_INDEX
 
 
@@ -26,13 +26,13 @@ def test_matches_numpy_with_ignore_and_weights(weights):
     logits = rng.normal(size=(2, 4, 5, 6)).astype(np.float32)
     target = rng.integers(0, 4, size=(2, 5, 6))
     target[0, :2] = IGNORE_INDEX
-    loss = SegmentationLoss(weights)(torch.from_numpy(logits), torch.from_numpy(target))
+    loss = CrossEntropyLoss(weights)(torch.from_numpy(logits), torch.from_numpy(target))
     assert loss.item() == pytest.approx(_numpy_loss(logits, target, weights), rel=1e-5)
 
 
 def test_all_ignored_batch_gives_zero_with_gradient():
     logits = torch.randn(1, 3, 4, 4, requires_grad=True)
-    loss = SegmentationLoss()(logits, torch.full((1, 4, 4), IGNORE_INDEX))
+    loss = CrossEntropyLoss()(logits, torch.full((1, 4, 4), IGNORE_INDEX))
     loss.backward()
     assert loss.item() == 0.0
     assert torch.equal(logits.grad, torch.zeros_like(logits))
@@ -40,6 +40,6 @@ def test_all_ignored_batch_gives_zero_with_gradient():
 
 def test_bad_weights_are_rejected():
     with pytest.raises(ValueError, match="non-negative"):
-        SegmentationLoss([1.0, -1.0])
+        CrossEntropyLoss([1.0, -1.0])
     with pytest.raises(ValueError, match="2 class weights for 3 classes"):
-        SegmentationLoss([1.0, 1.0])(torch.randn(1, 3, 2, 2), torch.zeros(1, 2, 2).long())
+        CrossEntropyLoss([1.0, 1.0])(torch.randn(1, 3, 2, 2), torch.zeros(1, 2, 2).long())
