@@ -24,7 +24,8 @@ classification CNN on 32x32 patches of the half-resolution input, trained and sc
 dense, fully convolutional form) and ``patch_classifier-literal`` (the same weights run patch by
 patch at a window stride of 8, its pooling stride, where it visits exactly the dense form's
 pixels), and ``fullres_fcn`` (13 stride-1 convolutions of 16 channels, the naive baseline's
-depth, plain and dilated). ``road_to_fcn.py`` adds their cost per image to a table.
+depth; ``fullres_fcn-dilated`` widens its receptive field from 27 to 131 pixels at the same
+cost, not yet trained here). ``road_to_fcn.py`` adds their cost per image to a table.
 
 Writes to ``--out``: ``ablation.md`` (tables, machine, versions, command), ``ablation.json``,
 ``per_class_iou.png`` and ``overlays.png`` (the same val images segmented by each model).

@@ -3,27 +3,30 @@
     .venv/bin/python benchmarks/road_to_fcn.py \
         [--scores benchmarks/results/ablation/ablation.json \
                   benchmarks/results/ablation/road_to_fcn/ablation.json] \
-        [--threads 2] [--rounds 10] [--max-seconds 60] \
+        [--threads 2] [--rounds 10] \
         [--out benchmarks/results/ablation/road_to_fcn.md]
 
 Rows: a patch classifier run literally, patch by patch (window stride 1: a patch per pixel;
 stride 8: its pooling stride, the pixels its dense form visits), the same weights run densely
-as a fully convolutional net, the full-resolution FCN (plain and dilated), the naive
-baseline's network with its pools removed (cost only), and the downsample-upsample designs
-(naive, FCN-8s, U-Net). Each model is built as the ablation trained it (``VARIANTS`` of
-``ablation.py``, ``input_scale`` 0.5: the network sees 180x240) and as the predictor runs it
-(eval mode, BatchNorm folded into the convolutions, channels_last), on a 1x3x360x480 input:
+as a fully convolutional net, the full-resolution FCN, the naive baseline's network with its
+pools removed (cost only), and the downsample-upsample designs (naive, FCN-8s, U-Net). Each
+model is built as the ablation trained it (``VARIANTS`` of ``ablation.py``, ``input_scale``
+0.5: the network sees 180x240) and as the predictor runs it (eval mode, BatchNorm folded into
+the convolutions, channels_last), on a 1x3x360x480 input:
 
 - GFLOPs: ``torch.utils.flop_counter.FlopCounterMode`` on the meta device (convolutions and
   matrix products, 2 FLOPs a multiply-add; interpolation, pooling and ReLU are not counted).
-- latency: ``torch.inference_mode``, fp32, batch 1, ``--threads`` threads; median and fastest
-  of up to ``--rounds`` runs after one warm-up run, rows timed in turns, a row leaving the
-  turns once its runs add up to ``--max-seconds`` (at least one timed run each).
-- peak memory: in a fresh subprocess per row, after one forward pass on a 64x64 crop (which
-  initialises the kernel libraries) and a reset of the peak (``/proc/self/clear_refs``), the
-  peak resident set size during a forward pass at 360x480 (``resource.getrusage`` ``ru_maxrss``
-  after it) minus the resident set before it (``/proc/self/statm``): the activations and
-  workspaces of one inference, not the weights or the Python and torch runtime.
+- latency: ``torch.inference_mode``, fp32, batch 1, ``--threads`` threads, timed with
+  ``harness.time_in_turns``: median and fastest of ``--rounds`` runs after one warm-up run,
+  rows timed in turns; the literal run at window stride 1 (tens of seconds a call) is timed
+  apart, over 2 runs after a warm-up.
+- peak memory: in a fresh subprocess per row, after one warm-up forward pass (one-time
+  allocations of the kernel libraries are not an inference's) and a reset of the peak
+  (``/proc/self/clear_refs``), the peak resident set size during a forward pass at 360x480
+  (``resource.getrusage`` ``ru_maxrss`` after it) minus the resident set before it
+  (``/proc/self/statm``): the activations and workspaces of one inference, not the weights or
+  the Python and torch runtime. Blocks of 64 KiB and more come from mmap there, so freed
+  tensors leave the resident set.
 
 Scores (mIoU, recall of objects by size) come from ``ablation.py``'s JSON files in
 ``--scores``, the first file holding the row's variant; rows without one show "-". The
@@ -36,19 +39,16 @@ import argparse
 import gc
 import json
 import os
-import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from ablation import VARIANTS  # benchmarks/ is on sys.path when this script runs
-from realtime_latency import cpu_name
+from harness import Report, milliseconds, time_in_turns
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -93,9 +93,6 @@ ROWS: dict[str, Row] = {
     ),
     "patch classifier, dense": Row(lambda: ablation_model("patch_classifier"), "patch_classifier"),
     "fullres_fcn (16 channels)": Row(lambda: ablation_model("fullres_fcn"), "fullres_fcn"),
-    "fullres_fcn, dilated": Row(
-        lambda: ablation_model("fullres_fcn-dilated"), "fullres_fcn-dilated"
-    ),
     "naive without its pools": Row(naive_without_pools, None),
     "naive (bilinear)": Row(lambda: ablation_model("naive-bilinear"), "naive-bilinear"),
     "fcn8s": Row(lambda: ablation_model("fcn8s"), "fcn8s"),
@@ -124,23 +121,17 @@ def count_flops(row: Row) -> int:
     return counter.get_total_flops()
 
 
-def time_rows(
-    models: dict[str, nn.Module], rounds: int, max_seconds: float
-) -> dict[str, list[float]]:
-    """Seconds per forward of each model: one warm-up each, then rounds of one run of every
-    model still under ``max_seconds`` of timed runs."""
+SLOW_ROWS = ("patch classifier, literal, window stride 1",)
+"""Rows timed apart, over 2 runs: one call takes tens of seconds."""
+
+
+def time_rows(models: dict[str, nn.Module], rounds: int) -> dict[str, list[float]]:
+    """Seconds per forward at 1x3x360x480 of each model (see the module docstring)."""
     x = image()
-    for model in models.values():
-        model(x)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, model in models.items():
-            if times[name] and sum(times[name]) >= max_seconds:
-                continue
-            start = time.perf_counter()
-            model(x)
-            times[name].append(time.perf_counter() - start)
-    return times
+    calls = {name: (lambda model=model: model(x)) for name, model in models.items()}
+    fast = {name: call for name, call in calls.items() if name not in SLOW_ROWS}
+    slow = {name: call for name, call in calls.items() if name in SLOW_ROWS}
+    return time_in_turns(fast, warmup=1, rounds=rounds) | time_in_turns(slow, 1, 2)
 
 
 def resident_mib() -> float:
@@ -150,12 +141,13 @@ def resident_mib() -> float:
 
 
 def peak_memory_here(label: str, threads: int) -> dict[str, float]:
-    """Peak resident memory of a forward pass of row ``label`` at 360x480 above the resident
-    set before it, in this process (call it in a fresh one: the peak is the process's)."""
+    """Peak resident memory of a second forward pass of row ``label`` at 360x480 above the
+    resident set before it, in this process (call it in a fresh one: the peak is the
+    process's)."""
     torch.set_num_threads(threads)
     model, x = deployed(ROWS[label]), image()
     with torch.inference_mode():
-        model(x[..., :64, :64])  # loads the kernels libraries: their memory is not the model's
+        model(x)  # one-time allocations (kernel libraries, their caches) are not an inference's
     gc.collect()
     # Linux: "5" resets the peak resident set size to the current one, so building the model
     # (a copy is folded and the original freed) does not leave a higher peak behind.
@@ -191,8 +183,8 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def milliseconds(seconds: float) -> str:
-    return f"{1000 * seconds:,.0f}"
+BINS = ("0-15 px", "16-31 px", "32-63 px", ">= 64 px")
+"""The ablation's object-size bins (longer bounding-box side at 360x480)."""
 
 
 def main() -> None:
@@ -206,7 +198,6 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--out", type=Path, default=results / "road_to_fcn.md")
     parser.add_argument("--peak-memory-of", choices=list(ROWS), help=argparse.SUPPRESS)
@@ -216,60 +207,50 @@ def main() -> None:
         return
 
     torch.set_num_threads(args.threads)
-    scores = read_scores(args.scores)
-    rows = {label: ROWS[label] for label in args.rows}
-    flops = {label: count_flops(row) for label, row in rows.items()}
-    memory = {label: peak_memory(label, args.threads) for label in rows}
-    models = {label: deployed(row) for label, row in rows.items()}
-    parameters = {label: sum(p.numel() for p in m.parameters()) for label, m in models.items()}
-    load_before = os.getloadavg()[0]
-    with torch.inference_mode():
-        latency = time_rows(models, args.rounds, args.max_seconds)
-    load_after = os.getloadavg()[0]
-
-    reference = flops.get("naive (bilinear)")
-    bins = ["0-15 px", "16-31 px", "32-63 px", ">= 64 px"]
-    lines = [
-        "# The road to FCN on CamVid: cost per 360x480 image and accuracy",
-        "",
-        f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
-        f"- machine: {cpu_name()}, {args.threads} threads (torch.set_num_threads), "
-        f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs; 1-minute load "
-        f"average {load_before:.1f} before timing, {load_after:.1f} after (other processes "
-        "share the CPUs: the fastest run is the better estimate of the work)",
-        f"- versions: Python {platform.python_version()}, torch {torch.__version__}",
+    report = Report("The road to FCN on CamVid: cost per 360x480 image and accuracy", args.threads)
+    report.add(
         f"- every network runs at input_scale {INPUT_SCALE} (180x240) as trained in the "
         "ablation, in eval mode with BatchNorm folded, channels_last, batch 1, fp32",
         "- GFLOPs: FlopCounterMode (convolutions and matrix products, 2 per multiply-add); "
-        f"latency: median (fastest) of up to {args.rounds} runs after a warm-up, at most "
-        f"about {args.max_seconds:.0f} s of runs per row; peak memory: resident memory of the "
-        "first forward pass above the process's before it (ru_maxrss, fresh subprocess)",
+        f"latency: median (fastest) of {args.rounds} runs after a warm-up, rows in turns (the "
+        "window-stride-1 literal run apart, 2 runs); peak memory: resident memory of a forward "
+        "pass above the process's before it (ru_maxrss, fresh subprocess)",
         "- scores: CamVid val (101 images at 360x480), from " + ", ".join(map(str, args.scores)),
-        "",
-        "| model | params | GFLOPs | GFLOPs / naive | latency ms | peak MiB | mIoU | "
-        + " | ".join(f"recall {b}" for b in bins)
-        + " |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | "
-        + " | ".join("---:" for _ in bins)
-        + " |",
-    ]
+    )
+    scores = read_scores(args.scores)
+    rows = {label: ROWS[label] for label in args.rows}
+    # Memory first: after this process has built a model on the meta device (which imports
+    # torch._inductor), the subprocesses' forward passes measured 33-43 MiB more for some rows;
+    # a subprocess started from a shell measures what one started first here does.
+    report.load.sample("memory")
+    memory = {label: peak_memory(label, args.threads) for label in rows}
+    flops = {label: count_flops(row) for label, row in rows.items()}
+    models = {label: deployed(row) for label, row in rows.items()}
+    parameters = {label: sum(p.numel() for p in m.parameters()) for label, m in models.items()}
+    report.load.sample("latency")
+    with torch.inference_mode():
+        latency = time_rows(models, args.rounds)
+
+    reference = flops.get("naive (bilinear)")
+    table = []
     for label, row in rows.items():
-        times = latency[label]
         result = scores.get(row.scores) if row.scores else None
-        recall = result["object_recall_by_size"] if result else [{"recall": None}] * len(bins)
-        ratio = f"{flops[label] / reference:.1f}" if reference else "-"
-        lines.append(
-            f"| {label} | {parameters[label] / 1e6:.2f}M | {flops[label] / 1e9:,.1f} | {ratio} "
-            f"| {milliseconds(statistics.median(times))} ({milliseconds(min(times))}) "
-            f"| {memory[label]['forward_peak_mib']:,.0f} "
-            f"| {percent(result['miou']) if result else '-'} | "
-            + " | ".join(percent(b["recall"]) for b in recall)
-            + " |"
+        recall = result["object_recall_by_size"] if result else [{"recall": None}] * len(BINS)
+        table.append(
+            [
+                label,
+                f"{parameters[label] / 1e6:.2f}M",
+                f"{flops[label] / 1e9:,.1f}",
+                f"{flops[label] / reference:.1f}" if reference else "-",
+                milliseconds(latency[label]),
+                f"{memory[label]['forward_peak_mib']:,.0f}",
+                percent(result["miou"]) if result else "-",
+                *(percent(b["recall"]) for b in recall),
+            ]
         )
-        print(lines[-1], flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
-    print(f"written to {args.out}")
+    header = ["model", "params", "GFLOPs", "GFLOPs / naive", "latency ms", "peak MiB", "mIoU"]
+    report.table([*header, *(f"recall {b}" for b in BINS)], table)
+    report.write(args.out)
 
 
 if __name__ == "__main__":
