@@ -19,6 +19,14 @@ ImageNet weights to start from and two CPU cores, full-width VGGs would not trai
 budget (a training step of FCN-8s at half width already takes 3.5x that of the quarter-width
 one). Every other part of each architecture is as its paper has it.
 
+The first two steps on the road to FCN are here too: ``patch_classifier`` (a small
+classification CNN on 32x32 patches of the half-resolution input, trained and scored in its
+dense, fully convolutional form) and ``patch_classifier-literal`` (the same weights run patch by
+patch at a window stride of 8, its pooling stride, where it visits exactly the dense form's
+pixels), and ``fullres_fcn`` (13 stride-1 convolutions of 16 channels, the naive baseline's
+depth; ``fullres_fcn-dilated`` widens its receptive field from 27 to 131 pixels at the same
+cost, not yet trained here). ``road_to_fcn.py`` adds their cost per image to a table.
+
 Writes to ``--out``: ``ablation.md`` (tables, machine, versions, command), ``ablation.json``,
 ``per_class_iou.png`` and ``overlays.png`` (the same val images segmented by each model).
 """
@@ -44,6 +52,7 @@ from semseg.engine.evaluate import evaluate
 from semseg.engine.trainer import Trainer
 from semseg.inference.predictor import Predictor
 from semseg.models.naive import NaiveSegmenter
+from semseg.models.patch_classifier import PatchClassifier
 from semseg.visualize import colorize, legend_panel
 
 QUARTER_VGG16_BN = {"backbone": "vgg16_bn", "width_divisor": 4}
@@ -54,7 +63,12 @@ MOBILENET_V3 = {
 }
 """The real-time model's encoder and decoder widths, spelled out so that its runs do not
 depend on ``mobile_unet``'s defaults."""
+CONTEXT_DILATIONS = [1, 1, 2, 2, 4, 4, 8, 8, 16, 16, 1, 1, 1]
+"""Dilations of ``fullres_fcn-dilated``: a 131-pixel receptive field at 13 layers (27 without)."""
 VARIANTS: dict[str, dict] = {
+    "patch_classifier": {"name": "patch_classifier", "patch_size": 32},
+    "fullres_fcn": {"name": "fullres_fcn", "width": 16},
+    "fullres_fcn-dilated": {"name": "fullres_fcn", "width": 16, "dilations": CONTEXT_DILATIONS},
     "naive-bilinear": {"name": "naive", **QUARTER_VGG16_BN},
     "fcn32s": {"name": "fcn32s", **QUARTER_VGG16_BN},
     "fcn16s": {"name": "fcn16s", **QUARTER_VGG16_BN},
@@ -90,9 +104,10 @@ VARIANTS: dict[str, dict] = {
 }
 """Trained variants. SegNet-Basic is left out: its 64-channel 7x7 convolutions at every scale
 cost 4.2 s per batch of 8 at half resolution here, 6x the quarter-width SegNet."""
-RESCORED = {"naive-nearest": "naive-bilinear"}
+RESCORED = {"naive-nearest": "naive-bilinear", "patch_classifier-literal": "patch_classifier"}
 """Variants scored from another's weights: the naive model's coarse scores upsampled by
-nearest instead of bilinear interpolation (the upsampling has no parameters)."""
+nearest instead of bilinear interpolation (the upsampling has no parameters); the patch
+classifier run patch by patch at its pooling stride instead of densely."""
 OBJECT_CLASSES = ("Pole", "SignSymbol", "Car", "Pedestrian", "Bicyclist")
 SIZE_BINS = (0, 16, 32, 64)
 """Lower edges, in pixels at 360x480, of the object-size bins (longer bounding-box side)."""
@@ -133,10 +148,11 @@ def recall_by_size(found: list[tuple[int, float]]) -> list[dict]:
 def load_variant(variant: str, runs: Path) -> Predictor:
     """The predictor of ``variant``'s best checkpoint, with rescoring changes applied."""
     predictor = Predictor.from_checkpoint(runs / RESCORED.get(variant, variant) / "best.pt")
-    if variant == "naive-nearest":
-        for module in predictor.model.modules():
-            if isinstance(module, NaiveSegmenter):
-                module.upsample.mode = "nearest"
+    for module in predictor.model.modules():
+        if variant == "naive-nearest" and isinstance(module, NaiveSegmenter):
+            module.upsample.mode = "nearest"
+        if variant == "patch_classifier-literal" and isinstance(module, PatchClassifier):
+            module.mode = "literal"
     return predictor
 
 

@@ -21,7 +21,9 @@ INPLACE_RELU = partial(nn.ReLU, inplace=True)
 class ConvBNAct(nn.Sequential):
     """Convolution, optional BatchNorm, optional activation; "same" padding at ``stride`` 1.
 
-    ``(N, in_channels, H, W) -> (N, out_channels, ceil(H / stride), ceil(W / stride))``.
+    ``(N, in_channels, H, W) -> (N, out_channels, ceil(H / stride), ceil(W / stride))``;
+    ``padding=0`` makes it a "valid" convolution instead (``H - dilation * (kernel_size - 1)``
+    rows at stride 1).
     Entries ``0`` conv, ``1`` BatchNorm (torchvision's ``Conv2dNormActivation`` layout, so its
     weights load). The convolution has a bias only without BatchNorm (BatchNorm's shift makes it
     redundant); ``groups=in_channels`` makes it depthwise. The default ReLU works in place: it
@@ -37,10 +39,12 @@ class ConvBNAct(nn.Sequential):
         stride: int = 1,
         dilation: int = 1,
         groups: int = 1,
+        padding: int | None = None,
         batch_norm: bool = True,
         activation: Callable[[], nn.Module] | None = INPLACE_RELU,
     ) -> None:
-        padding = dilation * (kernel_size - 1) // 2
+        if padding is None:
+            padding = dilation * (kernel_size - 1) // 2
         layers: list[nn.Module] = [
             nn.Conv2d(
                 in_channels,

@@ -18,14 +18,18 @@ from semseg.models.deeplab import deeplabv3, deeplabv3plus
 from semseg.models.encoder_decoder import encoder_decoder
 from semseg.models.fc_densenet import fc_densenet56, fc_densenet103
 from semseg.models.fcn import fcn8s, fcn16s, fcn32s
+from semseg.models.fullres_fcn import fullres_fcn
 from semseg.models.input_scaled import InputScaled
 from semseg.models.lraspp import lraspp_mobilenet_v3_large
 from semseg.models.mobile_unet import mobile_unet
 from semseg.models.naive import naive
+from semseg.models.patch_classifier import patch_classifier
 from semseg.models.segnet import segnet, segnet_basic
 from semseg.models.unet import unet
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
+    "patch_classifier": patch_classifier,
+    "fullres_fcn": fullres_fcn,
     "naive": naive,
     "fcn32s": fcn32s,
     "fcn16s": fcn16s,

@@ -87,6 +87,16 @@ def test_conv_bn_relu_output_size(
     assert block(torch.randn(2, 2, 9, 10)).shape == (2, 3, *expected_size)
 
 
+@pytest.mark.parametrize(("dilation", "expected_size"), [(1, (7, 8)), (2, (5, 6))])
+def test_conv_bn_relu_without_padding_is_a_valid_convolution(
+    dilation: int, expected_size: tuple[int, int]
+) -> None:
+    # Valid 3x3: H - 2 * dilation rows; each output sees only pixels of the input.
+    block = ConvBNAct(2, 3, dilation=dilation, padding=0)
+    assert block(torch.randn(2, 2, 9, 10)).shape == (2, 3, *expected_size)
+    assert block[0].padding == (0, 0)
+
+
 def test_conv_bn_relu_has_a_bias_only_without_batch_norm() -> None:
     assert ConvBNAct(2, 3)[0].bias is None
     without = ConvBNAct(2, 3, batch_norm=False)
