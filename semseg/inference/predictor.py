@@ -1,8 +1,8 @@
 """The one way a trained model runs on images: ``Predictor.from_checkpoint(path).predict(image)``.
 
 A :class:`Predictor` runs a PyTorch checkpoint or an ONNX file written by ``semseg export``
-(ONNX Runtime); :class:`~semseg.inference.tta.InferenceOptions` choose sliding-window tiling,
-padding and test-time augmentation for either. Evaluation, file prediction, video, drivable
+(ONNX Runtime, OpenVINO); :class:`~semseg.inference.tta.InferenceOptions` choose sliding-window
+tiling and test-time augmentation for any of them. Evaluation, file prediction, video, drivable
 space and export all go through it.
 """
 
