@@ -54,6 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from semseg.inference.fuse import fuse_conv_bn
 from semseg.models import create_model
+from semseg.models.contract import SegmentationModel
 from semseg.models.input_scaled import InputScaled
 
 HEIGHT, WIDTH = 360, 480
@@ -69,12 +70,18 @@ def ablation_model(variant: str, **overrides: object) -> nn.Module:
     return create_model(name, NUM_CLASSES, input_scale=INPUT_SCALE, **arguments)
 
 
-def naive_without_pools() -> nn.Module:
+class NaiveWithoutPools(SegmentationModel):
     """The naive baseline's 13 convolutions and 1x1 classifier with every pool removed: the
     same layers and widths, all at the input's resolution (cost only; never trained)."""
-    naive = ablation_model("naive-bilinear").model
-    layers = [m for m in naive.encoder.features if not isinstance(m, nn.MaxPool2d)]
-    return InputScaled(nn.Sequential(*layers, naive.classifier), INPUT_SCALE)
+
+    def __init__(self) -> None:
+        super().__init__(NUM_CLASSES, output_stride=1)
+        naive = ablation_model("naive-bilinear").model
+        layers = [m for m in naive.encoder.features if not isinstance(m, nn.MaxPool2d)]
+        self.layers = nn.Sequential(*layers, naive.classifier)
+
+    def segment(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ ROWS: dict[str, Row] = {
     ),
     "patch classifier, dense": Row(lambda: ablation_model("patch_classifier"), "patch_classifier"),
     "fullres_fcn (16 channels)": Row(lambda: ablation_model("fullres_fcn"), "fullres_fcn"),
-    "naive without its pools": Row(naive_without_pools, None),
+    "naive without its pools": Row(lambda: InputScaled(NaiveWithoutPools(), INPUT_SCALE), None),
     "naive (bilinear)": Row(lambda: ablation_model("naive-bilinear"), "naive-bilinear"),
     "fcn8s": Row(lambda: ablation_model("fcn8s"), "fcn8s"),
     "unet": Row(lambda: ablation_model("unet"), "unet"),
