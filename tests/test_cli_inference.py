@@ -74,7 +74,7 @@ def test_tiling_and_tta_options_reach_the_predictor(checkpoint, inputs, tmp_path
     result = run(
         "predict", "--checkpoint", checkpoint, inputs / "a" / "x.png", "--out", tmp_path,
         "--tile-size", "32", "40", "--overlap", "0.5", "--window", "uniform", "--hflip",
-        "--scales", "0.5,1", "--tile-batch-size", "3",
+        "--scales", "0.5,1", "--tile-batch-size", "3", *FP32_TORCH,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     options = InferenceOptions(
@@ -136,7 +136,8 @@ def test_export_then_predict_with_the_onnx_file(checkpoint, inputs, tmp_path):
     result = run("export", "--checkpoint", checkpoint, "--out", model)
     assert result.exit_code == 0, result.output
     assert "argmax agreement 100.0000%" in result.output
-    result = run("predict", "--checkpoint", model, inputs / "a", "--out", tmp_path / "out")
+    result = run("predict", "--checkpoint", model, inputs / "a", "--out", tmp_path / "out",
+                 "--backend", "onnxruntime", "--precision", "fp32")  # fmt: skip
     assert result.exit_code == 0, result.output
     image = np.array(Image.open(inputs / "a" / "x.png"))
     expected = Predictor.from_checkpoint(checkpoint, "cpu").predict(image).labels
@@ -224,7 +225,8 @@ def test_quantized_export_calibrates_on_the_training_split(checkpoint, inputs, t
     result = run("export", "--checkpoint", checkpoint, "--out", model, "--quantize",
                  "--calibration", inputs / "a", "--no-check")  # fmt: skip
     assert "calibrated on 1 images" in result.output
-    result = run("predict", "--checkpoint", model, inputs / "a", "--out", tmp_path / "out")
+    result = run("predict", "--checkpoint", model, inputs / "a", "--out", tmp_path / "out",
+                 "--backend", "onnxruntime", "--precision", "fp32")  # fmt: skip
     assert result.exit_code == 0, result.output
     result = run("export", "--checkpoint", checkpoint, "--out", model, "--calibration", "x")
     assert result.exit_code == 2 and "only with --quantize" in result.output

@@ -37,7 +37,14 @@ def onnx_file(checkpoint, tmp_path_factory):
 
 
 def run(*args) -> object:
-    return CliRunner().invoke(main, [str(a) for a in args])
+    """The CLI with the engine pinned: ``auto`` would pick by a timing probe (bf16 where it is
+    faster), and these tests compare exact counts across commands."""
+    args = [str(a) for a in args]
+    if args[0] in ("predict", "evaluate"):
+        model_file = args[args.index("--checkpoint") + 1]
+        backend = "onnxruntime" if model_file.endswith(".onnx") else "torch"
+        args += ["--backend", backend, "--precision", "fp32"]
+    return CliRunner().invoke(main, args)
 
 
 def scores_of(result, path) -> dict:

@@ -93,7 +93,18 @@ def test_drivable_is_null_without_drivable_classes(serve, predictor, scene_png):
 
 def test_labels_png_equals_what_semseg_predict_writes(live, checkpoint, scene_png, tmp_path):
     (tmp_path / "scene.png").write_bytes(scene_png)
-    arguments = ["predict", "--checkpoint", checkpoint, tmp_path / "scene.png", "--out", tmp_path]
+    arguments = [
+        "predict",
+        "--checkpoint",
+        checkpoint,
+        tmp_path / "scene.png",
+        "--out",
+        tmp_path,
+        "--backend",
+        "torch",
+        "--precision",
+        "fp32",
+    ]  # the served predictor's engine
     result = CliRunner().invoke(main, [str(a) for a in arguments])
     assert result.exit_code == 0, result.output
     written = (tmp_path / "scene_labels.png").read_bytes()
