@@ -270,10 +270,12 @@ def test_sharded_validation_scores_the_checkpointed_model(two_process_run):
 def test_evaluate_under_torchrun_equals_one_process(two_process_run, tmp_path):
     checkpoint = str(two_process_run / "last.pt")
     single, sharded = tmp_path / "single.json", tmp_path / "sharded.json"
+    engine = ["--backend", "torch", "--precision", "fp32"]  # auto may choose per process
     result = CliRunner().invoke(main, ["evaluate", "--checkpoint", checkpoint,
-                                       "--json", str(single)])  # fmt: skip
+                                       "--json", str(single), *engine])  # fmt: skip
     assert result.exit_code == 0, result.output
-    command = ["evaluate", "--checkpoint", checkpoint, "--json", str(sharded), "--batch-size", "2"]
+    command = ["evaluate", "--checkpoint", checkpoint, "--json", str(sharded), "--batch-size", "2",
+               *engine]  # fmt: skip
     run = _run(_torchrun(STANDALONE, command))
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("scores written to") == 1
