@@ -136,6 +136,46 @@ def test_batched_prediction_equals_one_at_a_time(predictor):
         np.testing.assert_allclose(prediction.probabilities, single.probabilities, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        InferenceOptions(),
+        InferenceOptions(hflip=True),
+        InferenceOptions(scales=(0.75, 1.0)),
+        InferenceOptions(tile_size=(32, 48), overlap=0.5),
+    ],
+    ids=["plain", "hflip", "scales", "tiled"],
+)
+def test_labels_only_prediction_equals_the_argmax_of_the_probabilities(checkpoint, options):
+    predictor = Predictor.from_checkpoint(checkpoint, "cpu", options)
+    images = [render_scene(seed, 64, 80)[0] for seed in (3, 4)]
+    full = predictor.predict_batch(images)
+    fast = predictor.predict_batch(images, probabilities=False)
+    for with_probabilities, labels_only in zip(full, fast, strict=True):
+        assert labels_only.probabilities is None
+        assert labels_only.labels.dtype == np.uint8
+        assert labels_only.labels.shape == (64, 80)
+        np.testing.assert_array_equal(labels_only.labels, with_probabilities.labels)
+        np.testing.assert_array_equal(
+            labels_only.labels, with_probabilities.probabilities.argmax(axis=0)
+        )
+
+
+def test_labels_only_prediction_matches_numpy_and_has_no_confidence():
+    predictor = pointwise_predictor()
+    image = random_image(1, 12, 17)
+    prediction = predictor.predict(image, probabilities=False)
+    expected = pointwise_probabilities(image, predictor.model)
+    np.testing.assert_array_equal(prediction.labels, expected.argmax(axis=0))
+    with pytest.raises(ValueError, match="labels only; predict with probabilities=True"):
+        _ = prediction.confidence
+
+
+def test_labels_only_prediction_checks_the_input_size(predictor):
+    with pytest.raises(InputSizeError, match=r"3x9 pixels.*minimum input 4x4"):
+        predictor.predict(random_image(0, 3, 9), probabilities=False)
+
+
 def test_predict_rejects_arrays_that_are_not_rgb_uint8(predictor):
     with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
         predictor.predict(np.zeros((8, 8), dtype=np.uint8))

@@ -53,7 +53,7 @@ def _write_examples(predictor: Predictor, recipe: Recipe, folder: Path) -> None:
     labels = predictor.labels
     for index in range(min(DEMO_PICTURES, len(val_set))):
         image, truth = val_set.read(index)
-        prediction = predictor.predict(image).labels
+        prediction = predictor.predict(image, probabilities=False).labels
         classes = sorted(set(np.unique(truth)) | set(np.unique(prediction)))
         classes = [int(c) for c in classes if c < labels.num_classes]
         panel = np.concatenate(

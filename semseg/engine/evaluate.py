@@ -99,7 +99,7 @@ def evaluate(
     show = progress and distributed.is_main_process()
     with tqdm(total=len(shard), desc=description, disable=not show, leave=False) as bar:
         for indices, images, masks in _same_size_batches(loader, shard, batch_size):
-            predictions = predictor.predict_batch(images)
+            predictions = predictor.predict_batch(images, probabilities=False)
             labels = torch.from_numpy(np.stack([p.labels for p in predictions])).long()
             truth = torch.from_numpy(np.stack(masks)).long()
             confusion.update(labels, truth)

@@ -77,7 +77,7 @@ def predict_drivable(
     reuses one already made. ``classes`` as in :func:`drivable_class_ids`."""
     ids = drivable_class_ids(predictor.labels, classes)
     if prediction is None:
-        prediction = predictor.predict(image)
+        prediction = predictor.predict(image, probabilities=False)
     return extract_drivable(prediction.labels, ids, hole_fraction, island_fraction)
 
 

@@ -112,9 +112,11 @@ def segment_images(
     batch_size: int = 1,
     progress: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    probabilities: bool = False,
 ) -> list[Failure]:
     """Segment image files in batches of equal-size images; call ``on_result(index, image,
-    prediction)`` for each success (``index`` into ``paths``).
+    prediction)`` for each success (``index`` into ``paths``); the predictions carry their
+    probabilities when ``probabilities`` is True.
 
     A file that cannot be decoded, whose header claims more than ``max_pixels`` pixels, or
     that is smaller than the model accepts, is reported and skipped; the others go on.
@@ -142,7 +144,7 @@ def segment_images(
             if not images:
                 continue
             try:
-                predictions = predictor.predict_batch(list(images.values()))
+                predictions = predictor.predict_batch(list(images.values()), probabilities)
             except InputSizeError as error:
                 failures.update({index: f"{paths[index]}: {error}" for index in images})
                 continue
@@ -213,7 +215,13 @@ def predict_files(
             Image.fromarray(level).save(f"{stem}_confidence.png")
 
     failed = segment_images(
-        predictor, [paths[i] for i in images], write, batch_size, progress, max_pixels
+        predictor,
+        [paths[i] for i in images],
+        write,
+        batch_size,
+        progress,
+        max_pixels,
+        probabilities or confidence,
     )
     failures = {path: reason for path, reason in failed}
     for index, out_path in videos.items():

@@ -19,20 +19,29 @@ from torch import nn
 from semseg.checkpoint import Checkpoint
 from semseg.data.transforms import to_tensor
 from semseg.inference.backends import Engine, TorchModel, build_engine, model_source
-from semseg.inference.tta import InferenceOptions, infer_probabilities
+from semseg.inference.tta import InferenceOptions, infer_labels, infer_probabilities
 from semseg.labels import LabelSet
 
 
 @dataclass(frozen=True)
 class Prediction:
-    """labels: (H, W) uint8 train ids; probabilities: (C, H, W) float32 softmax."""
+    """labels: (H, W) uint8 train ids; probabilities: (C, H, W) float32 softmax, or None
+    when the prediction was asked for labels only."""
 
     labels: np.ndarray
-    probabilities: np.ndarray
+    probabilities: np.ndarray | None = None
 
     @property
     def confidence(self) -> np.ndarray:
-        """(H, W) float32 probability of the predicted class."""
+        """(H, W) float32 probability of the predicted class.
+
+        Raises:
+            ValueError: the prediction was made without probabilities.
+        """
+        if self.probabilities is None:
+            raise ValueError(
+                "this prediction has labels only; predict with probabilities=True for confidence"
+            )
         return self.probabilities.max(axis=0)
 
 
@@ -139,19 +148,24 @@ class Predictor:
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.engine(images).contiguous()
 
-    def predict(self, image: np.ndarray) -> Prediction:
-        """image: (H, W, 3) uint8 RGB -> :class:`Prediction` at the image's size.
+    def predict(self, image: np.ndarray, probabilities: bool = True) -> Prediction:
+        """image: (H, W, 3) uint8 RGB -> :class:`Prediction` at the image's size, with its
+        probabilities unless ``probabilities`` is False (then the softmax is skipped where
+        nothing is averaged, which for a fast model costs about as much as the network).
 
         Raises:
             ValueError: the array is not an (H, W, 3) uint8 image.
             InputSizeError: the image is smaller than the model's output stride.
         """
-        return self.predict_batch([image])[0]
+        return self.predict_batch([image], probabilities)[0]
 
     @torch.inference_mode()
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+    def predict_batch(
+        self, images: Sequence[np.ndarray], probabilities: bool = True
+    ) -> list[Prediction]:
         """Images of one size, each (H, W, 3) uint8 RGB, in one forward pass per tile, flip
-        and scale -> one :class:`Prediction` per image."""
+        and scale -> one :class:`Prediction` per image (labels only when ``probabilities``
+        is False, as in :meth:`predict`)."""
         for image in images:
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError(
@@ -161,11 +175,13 @@ class Predictor:
         if len(sizes) != 1:
             raise ValueError(f"predict_batch needs images of one size, got sizes {sizes}")
         batch = torch.stack([to_tensor(image, self.mean, self.std) for image in images])
-        probabilities = infer_probabilities(
-            self._forward, batch.to(self.device), self.options, self.output_stride
-        ).cpu()
-        labels = probabilities.argmax(1).byte()
+        batch = batch.to(self.device)
+        if not probabilities:
+            labels = infer_labels(self._forward, batch, self.options, self.output_stride)
+            return [Prediction(label.numpy()) for label in labels.byte().cpu()]
+        softmax = infer_probabilities(self._forward, batch, self.options, self.output_stride)
+        softmax = softmax.cpu()
         return [
             Prediction(label.numpy(), probability.numpy())
-            for label, probability in zip(labels, probabilities, strict=True)
+            for label, probability in zip(softmax.argmax(1).byte(), softmax, strict=True)
         ]

@@ -128,6 +128,25 @@ def infer_probabilities(
     return total / (len(options.scales) * len(flips))
 
 
+def infer_labels(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    options: InferenceOptions,
+    stride: int = 1,
+) -> torch.Tensor:
+    """The class of every pixel: the argmax of :func:`infer_probabilities`, which is the
+    argmax of the logits themselves when ``options`` average nothing (softmax is monotonic),
+    so then no softmax is computed. Arguments as for :func:`infer_probabilities`.
+
+    Returns:
+        (N, H, W) int64 class indices.
+    """
+    if options.hflip or tuple(options.scales) != (1.0,):
+        return infer_probabilities(forward, images, options, stride).argmax(1)
+    check_input_size(*images.shape[-2:], options, stride)
+    return _logits(forward, images, options).argmax(1)
+
+
 def _logits(
     forward: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,

@@ -150,7 +150,7 @@ def predict_video(
     with VideoWriter(out_path, reader.fps) as writer, bar:
         for batch in _batches(reader, batch_size):
             try:
-                predictions = predictor.predict_batch(batch)
+                predictions = predictor.predict_batch(batch, probabilities=False)
             except InputSizeError as error:
                 raise InputSizeError(f"{path}: {error}") from None
             for image, prediction in zip(batch, predictions, strict=True):

@@ -77,7 +77,9 @@ class Segmenter:
         if images:
             start = time.perf_counter()
             try:
-                predictions = self.predictor.predict_batch(list(images.values()))
+                predictions = self.predictor.predict_batch(
+                    list(images.values()), probabilities=False
+                )
             except InputSizeError as error:
                 predictions = []
                 for index in images:

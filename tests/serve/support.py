@@ -85,11 +85,13 @@ class HeldPredictor(Predictor):
     def release(self) -> None:
         self._gate.set()
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+    def predict_batch(
+        self, images: Sequence[np.ndarray], probabilities: bool = True
+    ) -> list[Prediction]:
         self.batch_sizes.append(len(images))
         self.entered.set()
         assert self._gate.wait(60), "a held prediction was never released"
-        return self._inner.predict_batch(images)
+        return self._inner.predict_batch(images, probabilities)
 
 
 def encode(image: np.ndarray, fmt: str = "PNG", **options: Any) -> bytes:
