@@ -79,7 +79,7 @@ from semseg.inference.backends import (
 )
 from semseg.inference.export import export_onnx
 from semseg.inference.predictor import Predictor
-from semseg.inference.tta import InferenceOptions
+from semseg.inference.tta import InferenceOptions, class_indices
 from semseg.labels import CAMVID
 from semseg.models import create_model, list_models
 
@@ -612,10 +612,10 @@ def stage_times(run: Run, predictor: Predictor, frames: list[Path]) -> dict[str,
             logits = run(batch)
             t3 = time.perf_counter()
             probabilities = logits.float().softmax(1)
-            probabilities[0].argmax(0).byte().numpy()
+            class_indices(probabilities).byte().numpy()
             probabilities.numpy()
             t4 = time.perf_counter()
-            logits[0].argmax(0).byte().numpy()
+            class_indices(logits).byte().numpy()
             t5 = time.perf_counter()
         for key, value in zip(samples, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
             samples[key].append(value)

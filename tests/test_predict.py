@@ -12,7 +12,7 @@ from torch import nn
 from semseg.data.synthetic import SYNTHETIC_LABELS, render_scene
 from semseg.inference.files import expand_inputs, output_stems, plan_batches, predict_files
 from semseg.inference.predictor import Predictor
-from semseg.inference.tta import InferenceOptions, InputSizeError
+from semseg.inference.tta import InferenceOptions, InputSizeError, class_indices
 from semseg.visualize import legend_panel
 
 from .inference_support import random_image, tiny_checkpoint, write_image
@@ -159,6 +159,16 @@ def test_labels_only_prediction_equals_the_argmax_of_the_probabilities(checkpoin
         np.testing.assert_array_equal(
             labels_only.labels, with_probabilities.probabilities.argmax(axis=0)
         )
+
+
+def test_class_indices_is_numpy_argmax_with_the_first_index_on_ties():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(2, 5, 7, 9)).astype(np.float32)  # many ties
+    np.testing.assert_array_equal(
+        class_indices(torch.from_numpy(scores)).numpy(), scores.argmax(axis=1)
+    )
+    channels_last = torch.from_numpy(scores).contiguous(memory_format=torch.channels_last)
+    np.testing.assert_array_equal(class_indices(channels_last).numpy(), scores.argmax(axis=1))
 
 
 def test_labels_only_prediction_matches_numpy_and_has_no_confidence():

@@ -19,7 +19,12 @@ from torch import nn
 from semseg.checkpoint import Checkpoint
 from semseg.data.transforms import to_tensor
 from semseg.inference.backends import Engine, TorchModel, build_engine, model_source
-from semseg.inference.tta import InferenceOptions, infer_labels, infer_probabilities
+from semseg.inference.tta import (
+    InferenceOptions,
+    class_indices,
+    infer_labels,
+    infer_probabilities,
+)
 from semseg.labels import LabelSet
 
 
@@ -183,5 +188,5 @@ class Predictor:
         softmax = softmax.cpu()
         return [
             Prediction(label.numpy(), probability.numpy())
-            for label, probability in zip(softmax.argmax(1).byte(), softmax, strict=True)
+            for label, probability in zip(class_indices(softmax).byte(), softmax, strict=True)
         ]

@@ -128,6 +128,14 @@ def infer_probabilities(
     return total / (len(options.scales) * len(flips))
 
 
+def class_indices(scores: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) logits or probabilities -> (N, H, W) int64 index of the largest score (the
+    first on ties, as ``argmax``). ``max(1).indices``: on the CPU with torch 2.13, ``argmax``
+    over the channels of an (N, C, H, W) tensor ran about 5x slower than ``max``, as long as
+    the real-time model's inference."""
+    return scores.max(1).indices
+
+
 def infer_labels(
     forward: Callable[[torch.Tensor], torch.Tensor],
     images: torch.Tensor,
@@ -142,9 +150,9 @@ def infer_labels(
         (N, H, W) int64 class indices.
     """
     if options.hflip or tuple(options.scales) != (1.0,):
-        return infer_probabilities(forward, images, options, stride).argmax(1)
+        return class_indices(infer_probabilities(forward, images, options, stride))
     check_input_size(*images.shape[-2:], options, stride)
-    return _logits(forward, images, options).argmax(1)
+    return class_indices(_logits(forward, images, options))
 
 
 def _logits(
