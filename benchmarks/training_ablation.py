@@ -46,6 +46,15 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     ),
     "dice": ("soft Dice, unweighted", [CE, "loss.terms=[{name: dice}]"]),
     "focal": ("focal (gamma 2), unweighted", [CE, "loss.terms=[{name: focal}]"]),
+    "photometric_strong": (
+        "median-frequency cross-entropy, brightness / contrast / saturation jitter 0.6 "
+        "(factors 0.4-1.6; the recipes use 0.3)",
+        [
+            "loss.class_weights=median_frequency",
+            "loss.terms=[{name: ce}]",
+            "augment.photometric=0.6",
+        ],
+    ),
     "ema": (
         "median-frequency cross-entropy, weight EMA (decay 0.999) for validation",
         ["loss.class_weights=median_frequency", "loss.terms=[{name: ce}]", "train.ema={}"],
