@@ -155,8 +155,8 @@ class Predictor:
 
     def predict(self, image: np.ndarray, probabilities: bool = True) -> Prediction:
         """image: (H, W, 3) uint8 RGB -> :class:`Prediction` at the image's size, with its
-        probabilities unless ``probabilities`` is False (then the softmax is skipped where
-        nothing is averaged, which for a fast model costs about as much as the network).
+        probabilities unless ``probabilities`` is False (then, where nothing is averaged, the
+        labels are the argmax of the logits and no softmax is computed).
 
         Raises:
             ValueError: the array is not an (H, W, 3) uint8 image.
