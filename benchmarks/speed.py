@@ -573,10 +573,8 @@ def realtime_section(report: Report, args: argparse.Namespace, folder: Path) -> 
         f"(softmax, then argmax) costs instead of the argmax. int8 calibrated on "
         f"{calibration_text}. `auto` is what `semseg predict` runs for {len(frames)} images "
         f"({chosen[-1].removeprefix('auto: ')}). Untrained weights: speed does not depend on "
-        "them; the "
-        "real-time model's CamVid val mIoU is in the README (50.2, mean of three seeds, "
-        "`benchmarks/results/ablation/`), not measured here (no trained checkpoint on this "
-        "machine).",
+        "them; the trained model's accuracy per engine is the accuracy section's (with "
+        "`--checkpoint`) and the README's.",
     )
     report.table(
         [
