@@ -225,10 +225,17 @@ def _load_predictor(
     if threads is not None and not checkpoint.is_onnx:
         torch.set_num_threads(threads)
         click.echo(f"PyTorch threads set to {threads}", err=True)
-    say = lambda line: click.echo(line, err=True)  # noqa: E731
     return Predictor.from_checkpoint(
-        checkpoint, device, options, threads, backend, precision, images, report=say
+        checkpoint, device, options, threads, backend, precision, images, report=_say_beside_bars
     )
+
+
+def _say_beside_bars(line: str) -> None:
+    """One line on stderr on a line of its own: ``auto`` decides on the first image, while
+    the progress bar is drawn, and tqdm clears the bar for the line and redraws it."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
 
 
 def _report(failures: list[tuple[Path, str]], total: int, out: str) -> None:
