@@ -369,12 +369,11 @@ def engines_section(
         rows += [
             [engine, f"not run: {why}", "", "", "", ""] for engine, why in engines.missing.items()
         ]
-        parameters = sum(p.numel() for p in model.parameters())
         report.add(
             "",
             f"### {label}: `{name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})`",
             "",
-            f"{parameters / 1e6:.2f} M parameters, {flops / 1e9:.2f} GFLOP per image "
+            f"{million_parameters(model):.2f} M parameters, {flops / 1e9:.2f} GFLOP per image "
             f"(convolutions and matrix products); {rounds} rounds.",
         )
         report.table(
@@ -899,6 +898,18 @@ def reference_pairs() -> list[tuple[str, Callable[[], nn.Module], Callable[[], n
             True,
         ),
         (
+            "DeepLabV3+ ResNet-34 OS16 vs smp DeepLabV3Plus",
+            ours("deeplabv3plus", backbone="resnet34"),
+            smp("DeepLabV3Plus", "resnet34", 16, decoder_atrous_rates=(6, 12, 18)),
+            True,
+        ),
+        (
+            "LR-ASPP MobileNetV3-Large vs torchvision lraspp_mobilenet_v3_large",
+            lraspp_rebuild,
+            torchvision("lraspp_mobilenet_v3_large"),
+            True,
+        ),
+        (
             "mobile_unet vs torchvision lraspp_mobilenet_v3_large",
             ours("mobile_unet"),
             torchvision("lraspp_mobilenet_v3_large"),
@@ -1004,6 +1015,7 @@ def references_section(report: Report, args: argparse.Namespace) -> None:
         rows.append(
             [
                 title + ("" if same else " (different architectures: a yardstick)"),
+                f"{million_parameters(mine):.2f} / {million_parameters(theirs):.2f}",
                 milliseconds(fused),
                 milliseconds(reference),
                 f"{paired_ratio(fused, reference):.2f}",
@@ -1024,6 +1036,7 @@ def references_section(report: Report, args: argparse.Namespace) -> None:
     report.table(
         [
             "pair",
+            "params ours / theirs (M)",
             "ours fp32 ms",
             "theirs fp32 eager ms",
             "eager ratio",
@@ -1036,6 +1049,11 @@ def references_section(report: Report, args: argparse.Namespace) -> None:
     )
     if missing:
         report.add(*missing)
+
+
+def million_parameters(model: nn.Module) -> float:
+    """Parameters of ``model`` in millions."""
+    return sum(p.numel() for p in model.parameters()) / 1e6
 
 
 def _eager(model: nn.Module) -> Run:
