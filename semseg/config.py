@@ -85,6 +85,8 @@ class AugmentConfig(_Section):
     scale_range: tuple[float, float] = (0.5, 2.0)
     hflip: bool = True
     photometric: float = Field(0.2, ge=0)
+    class_balanced_crops: float = Field(0.0, ge=0, le=1)
+    """Fraction of the crops placed on a class drawn uniformly from those in the mask."""
 
 
 class ModelConfig(_Section):

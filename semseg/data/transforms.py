@@ -7,10 +7,13 @@ parameters to both; masks use nearest-neighbour interpolation). Padding fills th
 
 from __future__ import annotations
 
+from typing import Any
+
 import albumentations as A
 import cv2
 import numpy as np
 import torch
+from albumentations.augmentations.crops.transforms import BaseCrop
 
 from semseg.labels import IGNORE_INDEX
 
@@ -23,6 +26,7 @@ def train_augmentation(
     scale_range: tuple[float, float] = (0.5, 2.0),
     hflip: bool = True,
     photometric: float = 0.2,
+    class_balanced_crops: float = 0.0,
 ) -> A.Compose:
     """Random scale, pad + random crop to ``crop_size`` (H, W), horizontal flip, colour jitter.
 
@@ -32,6 +36,8 @@ def train_augmentation(
         hflip: flip left-right with probability 0.5.
         photometric: strength of brightness / contrast / saturation jitter (0 disables);
             hue jitter is a tenth of it.
+        class_balanced_crops: fraction of the crops placed on a class drawn uniformly from
+            the classes the mask holds (:class:`ClassBalancedCrop`); the rest are uniform.
     """
     low, high = scale_range
     if not 0 < low <= high:
@@ -56,7 +62,7 @@ def train_augmentation(
             fill=0,
             fill_mask=IGNORE_INDEX,
         ),
-        A.RandomCrop(height=height, width=width),
+        ClassBalancedCrop(height, width, class_balanced_crops),
     ]
     if hflip:
         steps.append(A.HorizontalFlip(p=0.5))
@@ -71,6 +77,66 @@ def train_augmentation(
             )
         )
     return A.Compose(steps)
+
+
+class ClassBalancedCrop(BaseCrop):
+    """A ``height`` x ``width`` crop that, with probability ``balanced``, contains a pixel of a
+    class drawn uniformly from the classes in the mask.
+
+    A uniform crop gives each class pixels in proportion to its area, so thin and rare
+    classes (pole, sign, bicyclist) are seen in few crops. The balanced draw picks a class
+    among those present (``IGNORE_INDEX`` excluded; all present classes equally likely), one
+    of its pixels uniformly, and a window with that pixel at a uniform position inside it,
+    shifted where needed to lie within the image. With ``balanced=0``, or a mask with no
+    labelled pixel, the crop position is uniform. The image must already be at
+    least the crop's size (pad first).
+    """
+
+    def __init__(self, height: int, width: int, balanced: float = 0.0) -> None:
+        if not 0.0 <= balanced <= 1.0:
+            raise ValueError(f"class_balanced_crops must lie in [0, 1], got {balanced}")
+        super().__init__(p=1.0)
+        self.height = height
+        self.width = width
+        self.balanced = balanced
+
+    def get_params_dependent_on_data(
+        self, params: dict[str, Any], data: dict[str, Any]
+    ) -> dict[str, Any]:
+        image_height, image_width = params["shape"][:2]
+        if self.height > image_height or self.width > image_width:
+            raise ValueError(
+                f"crop {self.height}x{self.width} is larger than the {image_height}x{image_width}"
+                " input; pad before cropping"
+            )
+        # Both draws are made every time, so a sample's other random choices do not depend on
+        # which kind of crop it got.
+        balanced = self.py_random.random() < self.balanced
+        offset_y, offset_x = self.py_random.random(), self.py_random.random()
+        top = round(offset_y * (image_height - self.height))
+        left = round(offset_x * (image_width - self.width))
+        if balanced:
+            pixel = self._pixel_of_a_present_class(data["mask"])
+            if pixel is not None:
+                row, column = pixel
+                top = _clamp(row - int(offset_y * self.height), 0, image_height - self.height)
+                left = _clamp(column - int(offset_x * self.width), 0, image_width - self.width)
+        return {"crop_coords": (left, top, left + self.width, top + self.height)}
+
+    def _pixel_of_a_present_class(self, mask: np.ndarray) -> tuple[int, int] | None:
+        """(row, column) of a uniform pixel of a uniformly drawn class present in ``mask``."""
+        counts = np.bincount(mask.ravel(), minlength=IGNORE_INDEX + 1)
+        counts[IGNORE_INDEX:] = 0
+        present = np.flatnonzero(counts)
+        if present.size == 0:
+            return None
+        label = present[self.py_random.randrange(present.size)]
+        flat = np.flatnonzero(mask.ravel() == label)[self.py_random.randrange(counts[label])]
+        return divmod(int(flat), mask.shape[1])
+
+
+def _clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value))
 
 
 def to_tensor(

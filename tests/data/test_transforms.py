@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tensor, train_augmentation
+from semseg.labels import IGNORE_INDEX
 
 
 @pytest.fixture
@@ -98,3 +99,67 @@ def test_photometric_changes_image_not_mask(pair):
 def test_bad_scale_range(scale_range):
     with pytest.raises(ValueError, match=re.escape(str(scale_range))):
         train_augmentation((8, 8), scale_range=scale_range)
+
+
+def _crops(augmentation, image, mask, seeds):
+    return [_run(augmentation, image, mask, seed) for seed in seeds]
+
+
+def test_class_balanced_crop_is_drawn_per_present_class():
+    # One pixel of class 3 in a 40x60 field of class 0: a uniform 4x4 crop holds it with
+    # probability 16 / (37 * 57) = 0.8%; a balanced one whenever class 3 is drawn, which is
+    # half the time (two classes present), and only then.
+    image = np.zeros((40, 60, 3), np.uint8)
+    mask = np.zeros((40, 60), np.uint8)
+    mask[30, 50] = 3
+    balanced = train_augmentation(
+        (4, 4), (1, 1), hflip=False, photometric=0, class_balanced_crops=1.0
+    )
+    uniform = train_augmentation((4, 4), (1, 1), hflip=False, photometric=0)
+    seeds = range(400)
+    hits = sum(3 in m for _, m in _crops(balanced, image, mask, seeds))
+    assert 160 <= hits <= 240  # binomial(400, 0.5): mean 200, sd 10
+    assert sum(3 in m for _, m in _crops(uniform, image, mask, seeds)) <= 12
+
+
+def test_class_balanced_crop_keeps_the_pixel_it_chose_and_ignores_void():
+    # Class 3 at the image corners and nothing but void elsewhere: every balanced crop holds
+    # a class-3 pixel (void is never drawn), the window stays inside the image, and image and
+    # mask are cut at the same place.
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    mask = np.full((20, 30), IGNORE_INDEX, np.uint8)
+    for row, column in [(0, 0), (0, 29), (19, 0), (19, 29)]:
+        mask[row, column] = 3
+    balanced = train_augmentation(
+        (6, 8), (1, 1), hflip=False, photometric=0, class_balanced_crops=1.0
+    )
+    corners_seen = set()
+    for cropped_image, cropped_mask in _crops(balanced, image, mask, range(100)):
+        assert cropped_mask.shape == (6, 8)
+        assert 3 in cropped_mask
+        # locate the crop by its image content; the mask must match at the same offset
+        matches = [
+            (top, left)
+            for top in range(15)
+            for left in range(23)
+            if np.array_equal(image[top : top + 6, left : left + 8], cropped_image)
+        ]
+        assert len(matches) == 1
+        top, left = matches[0]
+        np.testing.assert_array_equal(mask[top : top + 6, left : left + 8], cropped_mask)
+        corners_seen.add((top, left))
+    assert corners_seen == {(0, 0), (0, 22), (14, 0), (14, 22)}
+
+
+def test_class_balanced_crop_without_labels_falls_back_to_uniform():
+    image = np.zeros((20, 30, 3), np.uint8)
+    mask = np.full((20, 30), IGNORE_INDEX, np.uint8)
+    balanced = train_augmentation((6, 8), (1, 1), photometric=0, class_balanced_crops=1.0)
+    assert all(m.shape == (6, 8) for _, m in _crops(balanced, image, mask, range(10)))
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+def test_class_balanced_crop_fraction_is_checked(fraction):
+    with pytest.raises(ValueError, match=r"class_balanced_crops must lie in \[0, 1\]"):
+        train_augmentation((4, 4), class_balanced_crops=fraction)
