@@ -135,6 +135,19 @@ def read_mask(
     return labels.encode(raw, source=str(path))
 
 
+PNG_COMPRESS_LEVEL = 1
+"""zlib level of the PNGs semseg writes. Pillow's default, 6, took 147 ms for a 360x480 CamVid
+frame on one thread of the AMX Xeon, as long as the real-time model's inference; level 1 took
+43 ms for files 7% larger (3 took 76 ms)."""
+
+
+def write_png(path: str | Path | BinaryIO, image: np.ndarray | Image.Image) -> None:
+    """Write an (H, W) or (H, W, 3) uint8 array, or a PIL image, as a PNG (to a path or a
+    binary file) at :data:`PNG_COMPRESS_LEVEL`."""
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    picture.save(path, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+
+
 def write_index_png(
     path: str | Path | BinaryIO, labels: np.ndarray, palette: np.ndarray | None = None
 ) -> None:
@@ -143,4 +156,4 @@ def write_index_png(
     image = Image.fromarray(labels.astype(np.uint8))
     if palette is not None:
         image.putpalette(palette.astype(np.uint8).reshape(-1).tolist())
-    image.save(path, format="PNG")
+    write_png(path, image)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 import numpy as np
-from PIL import Image
 
 from semseg.checkpoint import Checkpoint
 from semseg.config import Recipe, load_recipe
+from semseg.data.io import write_png
 from semseg.engine.build import build_dataset
 from semseg.engine.trainer import Trainer
 from semseg.inference.predictor import Predictor
@@ -64,4 +64,4 @@ def _write_examples(predictor: Predictor, recipe: Recipe, folder: Path) -> None:
             ],
             axis=1,
         )
-        Image.fromarray(panel).save(folder / f"{val_set.name(index)}.png")
+        write_png(folder / f"{val_set.name(index)}.png", panel)

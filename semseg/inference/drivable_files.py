@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from semseg.data.io import DEFAULT_MAX_PIXELS
+from semseg.data.io import DEFAULT_MAX_PIXELS, write_png
 from semseg.inference.drivable import (
     HOLE_FRACTION,
     ISLAND_FRACTION,
@@ -115,15 +114,13 @@ def drivable_files(
     def write(index: int, image: np.ndarray, prediction: Prediction) -> None:
         space = extract_drivable(prediction.labels, ids, hole_fraction, island_fraction)
         stem = out_dir / stems[index]
-        Image.fromarray(space.mask.astype(np.uint8) * 255).save(f"{stem}_drivable.png")
+        write_png(f"{stem}_drivable.png", space.mask.astype(np.uint8) * 255)
         record = {
             "image": str(paths[index]),
             "classes": [predictor.labels.names[i] for i in ids],
             **space.to_json(),
         }
         Path(f"{stem}_drivable.json").write_text(json.dumps(record))
-        Image.fromarray(draw_drivable(image, space, alpha=alpha)).save(
-            f"{stem}_drivable_overlay.png"
-        )
+        write_png(f"{stem}_drivable_overlay.png", draw_drivable(image, space, alpha=alpha))
 
     return segment_images(predictor, paths, write, batch_size, progress, max_pixels)

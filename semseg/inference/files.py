@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from semseg.data.io import (
@@ -21,6 +20,7 @@ from semseg.data.io import (
     image_size,
     read_image,
     write_index_png,
+    write_png,
 )
 from semseg.inference.predictor import Prediction, Predictor
 from semseg.inference.tta import InputSizeError
@@ -203,7 +203,7 @@ def predict_files(
         stem = out_dir / stems[images[position]]
         write_index_png(f"{stem}_labels.png", prediction.labels, predictor.labels.palette())
         picture = overlay(image, prediction.labels, predictor.labels, alpha=alpha)
-        Image.fromarray(picture).save(f"{stem}_overlay.png")
+        write_png(f"{stem}_overlay.png", picture)
         if probabilities:
             np.savez_compressed(
                 f"{stem}_probabilities.npz",
@@ -212,7 +212,7 @@ def predict_files(
             )
         if confidence:
             level = np.rint(prediction.confidence * 255).astype(np.uint8)
-            Image.fromarray(level).save(f"{stem}_confidence.png")
+            write_png(f"{stem}_confidence.png", level)
 
     failed = segment_images(
         predictor,

@@ -24,10 +24,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from semseg.checkpoint import Checkpoint
+from semseg.data.io import write_png
 from semseg.data.synthetic import render_scene
 from semseg.inference.predictor import Predictor
 from semseg.serve import schemas
@@ -103,7 +103,7 @@ class Service:
         stride = self.predictor.output_stride
         height, width = (-(-side // stride) * stride for side in (128, 160))
         buffer = io.BytesIO()
-        Image.fromarray(render_scene(0, height, width)[0]).save(buffer, format="PNG")
+        write_png(buffer, render_scene(0, height, width)[0])
         image = EncodedImage(buffer.getvalue(), "PNG", height, width)
         try:
             await self.pool.run((height, width), SegmentJob(image, "json"))

@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from semseg.data.io import write_index_png
+from semseg.data.io import write_index_png, write_png
 from semseg.inference.drivable import extract_drivable
 from semseg.labels import LabelSet
 from semseg.visualize import overlay
@@ -33,7 +32,7 @@ def overlay_png(image: np.ndarray, label_map: np.ndarray, labels: LabelSet, alph
     """PNG of :func:`semseg.visualize.overlay`: class colours at opacity ``alpha`` over the
     (H, W, 3) uint8 image, with a legend of the classes present on the right."""
     buffer = io.BytesIO()
-    Image.fromarray(overlay(image, label_map, labels, alpha=alpha)).save(buffer, format="PNG")
+    write_png(buffer, overlay(image, label_map, labels, alpha=alpha))
     return buffer.getvalue()
 
 

@@ -13,6 +13,7 @@ from semseg.data.io import (
     read_image,
     read_mask,
     write_index_png,
+    write_png,
 )
 from semseg.labels import CAMVID, IGNORE_INDEX, LabelError, LabelSet
 
@@ -182,6 +183,25 @@ def test_write_index_png_with_palette_round_trip(tmp_path):
         np.testing.assert_array_equal(np.asarray(image), labels)
         np.testing.assert_array_equal(np.reshape(image.getpalette()[:768], (256, 3)), palette)
         np.testing.assert_array_equal(np.asarray(image.convert("RGB")), palette[labels])
+
+
+def _zlib_level_class(path) -> int:
+    """FLEVEL of the PNG's zlib stream (RFC 1950): 0 fastest (levels 0-1), 2 default (6)."""
+    data = path.read_bytes()
+    idat = data.index(b"IDAT") + 4
+    assert data[idat] & 0x0F == 8  # deflate
+    return data[idat + 1] >> 6
+
+
+@pytest.mark.parametrize("shape", [(20, 30), (20, 30, 3)])
+def test_write_png_round_trips_at_the_fastest_zlib_level(tmp_path, shape):
+    picture = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    write_png(tmp_path / "out.png", picture)
+    with Image.open(tmp_path / "out.png") as image:
+        np.testing.assert_array_equal(np.asarray(image), picture)
+    assert _zlib_level_class(tmp_path / "out.png") == 0
+    Image.fromarray(picture).save(tmp_path / "default.png")  # the oracle can tell levels apart
+    assert _zlib_level_class(tmp_path / "default.png") == 2
 
 
 def test_written_mask_reads_back_as_train_ids(tmp_path):
