@@ -59,6 +59,19 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "median-frequency cross-entropy, weight EMA (decay 0.999) for validation",
         ["loss.class_weights=median_frequency", "loss.terms=[{name: ce}]", "train.ema={}"],
     ),
+    "class_balanced_crops": (
+        "median-frequency cross-entropy, half the crops placed on a class drawn uniformly "
+        "from those in the frame",
+        [
+            "loss.class_weights=median_frequency",
+            "loss.terms=[{name: ce}]",
+            "augment.class_balanced_crops=0.5",
+        ],
+    ),
+    "epochs_160": (
+        "median-frequency cross-entropy, 160 epochs (the poly schedule stretched to them)",
+        ["loss.class_weights=median_frequency", "loss.terms=[{name: ce}]", "train.epochs=160"],
+    ),
 }
 RARE = ("Pole", "SignSymbol", "Fence", "Pedestrian", "Bicyclist")
 
