@@ -294,18 +294,21 @@ class Trainer:
         evaluation = None
         while self.state["epoch"] < train.epochs:
             epoch = self.state["epoch"]
-            mean_loss, images_per_s = self._train_epoch(epoch)
+            mean_loss, images_per_s, train_s = self._train_epoch(epoch)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "step": self.state["global_step"],
                 "train_loss": mean_loss,
                 "lr": self.optimizer.param_groups[-1]["lr"],
                 "images_per_s": images_per_s,
+                "train_s": train_s,
             }
             self.state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0)
             self.state["history"].append(record)
             if (epoch + 1) % train.val_every == 0 or epoch + 1 == train.epochs:
+                started = time.perf_counter()
                 evaluation = self.validate()
+                record["val_s"] = time.perf_counter() - started
                 scores = evaluation.to_dict(self.labels)
                 record["val"] = {k: v for k, v in scores.items() if k != "confusion_matrix"}
                 if scores["miou"] > self.state["best_miou"]:
@@ -324,7 +327,9 @@ class Trainer:
         if self.is_main:
             self.checkpoint(weights).save(self.out_dir / name)
 
-    def _train_epoch(self, epoch: int) -> tuple[float, float]:
+    def _train_epoch(self, epoch: int) -> tuple[float, float, float]:
+        """Train the rest of ``epoch``; returns its mean loss, images/s and wall seconds (of
+        this call: the part after the resume point when resumed mid-epoch)."""
         train = self.recipe.train
         self.train_set.set_epoch(epoch)
         order = self.epoch_order(epoch)
@@ -361,7 +366,7 @@ class Trainer:
         bar.close()
         elapsed = time.perf_counter() - started
         mean_loss = self.state["epoch_loss_sum"] / self.steps_per_epoch
-        return mean_loss, seen / elapsed if elapsed > 0 else 0.0
+        return mean_loss, seen / elapsed if elapsed > 0 else 0.0, elapsed
 
     def _train_step(
         self, epoch: int, step: int, images: torch.Tensor, masks: torch.Tensor

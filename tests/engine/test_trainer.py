@@ -51,7 +51,12 @@ def test_run_writes_checkpoints_logs_and_curves(tmp_path):
     assert [r["epoch"] for r in records] == [1, 2, 3]
     # validated every 2 epochs and after the last one
     assert ["val" in r for r in records] == [False, True, True]
+    assert ["val_s" in r for r in records] == [False, True, True]
     assert all(math.isfinite(r["train_loss"]) for r in records)
+    # wall seconds: images / (images per second) is the training part's time
+    for r in records:
+        assert r["train_s"] > 0
+        assert r["train_s"] * r["images_per_s"] == pytest.approx((12 // 4) * 4)
     last = Checkpoint.load(tmp_path / "last.pt")
     assert last.training["epoch"] == 3
     assert last.training["global_step"] == 3 * (12 // 4)
@@ -102,7 +107,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
 
 def _without_speed(lines: list[str]) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k != "images_per_s"} for line in lines]
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in ("images_per_s", "train_s", "val_s")}
+        for line in lines
+    ]
 
 
 def test_resume_refuses_another_model_or_recipe(tmp_path):
