@@ -65,6 +65,9 @@ class DataConfig(_Section):
     synthetic_image_size: tuple[int, int] = (128, 160)
     workers: int = Field(0, ge=0)
     """DataLoader worker processes (0 loads in the main process)."""
+    preload: bool = False
+    """Decode every frame once, when the datasets are made, and keep them in memory (4 bytes
+    a pixel); see :class:`semseg.data.dataset.FileDataset`. Changes no sample."""
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
     """Images and masks whose header claims more pixels are refused before decoding
     (decompression bombs); see :data:`semseg.data.io.DEFAULT_MAX_PIXELS`."""

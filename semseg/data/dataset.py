@@ -16,7 +16,13 @@ import torch
 from torch.utils.data import Dataset
 
 from semseg.data.formats import SplitFiles
-from semseg.data.io import DEFAULT_MAX_PIXELS, read_image, read_mask
+from semseg.data.io import (
+    DEFAULT_MAX_PIXELS,
+    available_memory,
+    image_size,
+    read_image,
+    read_mask,
+)
 from semseg.data.synthetic import SYNTHETIC_LABELS, render_scene
 from semseg.data.transforms import to_tensor
 from semseg.labels import LabelSet
@@ -77,9 +83,21 @@ def _seed(transform: A.BaseCompose | A.BasicTransform, seeds: np.random.SeedSequ
             _seed(child, child_seeds)
 
 
+class PreloadMemoryError(MemoryError):
+    """The decoded frames a preload would hold do not fit in the memory available."""
+
+
 class FileDataset(PairedDataset):
     """Images and masks listed by a :class:`SplitFiles`; files whose header claims more than
-    ``max_pixels`` pixels are refused before decoding."""
+    ``max_pixels`` pixels are refused before decoding.
+
+    With ``preload``, every frame is decoded once when the dataset is made and kept in
+    memory (4 bytes a pixel: RGB and the mask; CamVid's 468 frames take 324 MB), so an epoch
+    decodes no PNG: a 360x480 CamVid frame and its mask took 30 ms to read on one AMX-Xeon
+    thread, a fifth of a real-time model's training step per image. Samples are the same as
+    without it. DataLoader workers started by fork share the frames; a bad file is reported
+    when the dataset is made instead of in the middle of an epoch.
+    """
 
     def __init__(
         self,
@@ -87,11 +105,30 @@ class FileDataset(PairedDataset):
         augmentation: A.Compose | None = None,
         seed: int = 0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        preload: bool = False,
     ) -> None:
         super().__init__(augmentation, seed)
         self.files = files
         self.labels = files.labels
         self.max_pixels = max_pixels
+        self._frames: list[tuple[np.ndarray, np.ndarray]] | None = None
+        if preload:
+            self._check_preload_fits()
+            self._frames = [self._decode(index) for index in range(len(self))]
+
+    def _check_preload_fits(self) -> None:
+        needed = sum(
+            4 * height * width
+            for height, width in (image_size(s.image, self.max_pixels) for s in self.files.samples)
+        )
+        available = available_memory()
+        if available is not None and needed > available:
+            first = Path(self.files.samples[0].image).parent
+            raise PreloadMemoryError(
+                f"data.preload: the split's {len(self)} frames ({first}, ...) need "
+                f"{needed / 2**20:.0f} MiB decoded, more than the {available / 2**20:.0f} MiB "
+                "of memory available; set data.preload=false"
+            )
 
     def __len__(self) -> int:
         return len(self.files.samples)
@@ -104,6 +141,12 @@ class FileDataset(PairedDataset):
         return read_mask(sample.mask, self.labels, self.files.colour_masks, self.max_pixels)
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._frames is None:
+            return self._decode(index)
+        image, mask = self._frames[index]
+        return image.copy(), mask.copy()  # the caller may write into what it gets
+
+    def _decode(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         sample = self.files.samples[index]
         image = read_image(sample.image, self.max_pixels)
         mask = read_mask(sample.mask, self.labels, self.files.colour_masks, self.max_pixels)

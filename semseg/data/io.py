@@ -70,6 +70,19 @@ def open_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterat
         raise ImageReadError(f"{path}: cannot decode image ({error})") from None
 
 
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux's MemAvailable); None where the
+    system does not say."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """(height, width) of an image from its header, without decoding the pixels.
 

@@ -27,7 +27,7 @@ def build_dataset(
         length = data.synthetic_train_size if split == "train" else data.synthetic_val_size
         return SyntheticDataset(split, length, data.synthetic_image_size, augmentation, seed)
     files = list_split(_root(data), split, data.format)
-    return FileDataset(files, augmentation, seed, data.max_pixels)
+    return FileDataset(files, augmentation, seed, data.max_pixels, data.preload)
 
 
 def check_data(data: DataConfig, splits: Sequence[str], progress: bool = False) -> None:
@@ -82,7 +82,9 @@ def build_datasets(
     groups = group_split(data)
     augmentation = train_augmentation(**augment.model_dump()) if augment is not None else None
     return TrainValSets(
-        FileDataset(groups.train, augmentation, seed), FileDataset(groups.val), groups
+        FileDataset(groups.train, augmentation, seed, data.max_pixels, data.preload),
+        FileDataset(groups.val, max_pixels=data.max_pixels, preload=data.preload),
+        groups,
     )
 
 

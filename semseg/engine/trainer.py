@@ -506,8 +506,13 @@ def _check_precision_options(sync_batchnorm: bool, precision: str, device: torch
         )
 
 
+RESUMABLE_CHANGES = ("train.epochs", "data.preload")
+"""Recipe keys a resumed run takes from the new recipe: a run may be extended, and preloading
+changes no sample."""
+
+
 def _resumed_recipe(stored: dict[str, Any], recipe: Recipe, source: Path) -> Recipe:
-    """The checkpoint's recipe, with ``train.epochs`` from ``recipe`` (a run may be extended)."""
+    """The checkpoint's recipe, with :data:`RESUMABLE_CHANGES` from ``recipe``."""
     saved = validate_recipe(stored, str(source)).with_absolute_data_root()
     if saved.model.name != recipe.model.name:
         raise CheckpointError(
@@ -516,7 +521,7 @@ def _resumed_recipe(stored: dict[str, Any], recipe: Recipe, source: Path) -> Rec
         )
     ours, theirs = _flatten(recipe.to_dict()), _flatten(saved.to_dict())
     differing = sorted(k for k in ours.keys() | theirs.keys()
-                       if k != "train.epochs" and ours.get(k) != theirs.get(k))  # fmt: skip
+                       if k not in RESUMABLE_CHANGES and ours.get(k) != theirs.get(k))  # fmt: skip
     if differing:
         raise CheckpointError(
             f"{source}: cannot resume with a different recipe; these keys differ from the "
@@ -524,6 +529,7 @@ def _resumed_recipe(stored: dict[str, Any], recipe: Recipe, source: Path) -> Rec
         )
     data = saved.to_dict()
     data["train"]["epochs"] = recipe.train.epochs
+    data["data"]["preload"] = recipe.data.preload
     return validate_recipe(data, str(source))
 
 

@@ -7,7 +7,8 @@ import torch
 from scipy import ndimage
 from torch.utils.data import DataLoader
 
-from semseg.data.dataset import FileDataset, MaskSizeError, SyntheticDataset
+import semseg.data.dataset as dataset_module
+from semseg.data.dataset import FileDataset, MaskSizeError, PreloadMemoryError, SyntheticDataset
 from semseg.data.formats import list_split
 from semseg.data.synthetic import render_scene
 from semseg.data.transforms import train_augmentation
@@ -72,6 +73,43 @@ def test_label_outside_classes_names_file(make_camvid, random_pair):
     root = make_camvid({"train": [(image, mask)]})
     with pytest.raises(LabelError, match=re.escape(str(root / "trainannot" / "train_000.png"))):
         FileDataset(list_split(root, "train"))[0]
+
+
+def test_preloaded_samples_equal_decoded_ones_and_survive_writes(make_camvid, random_pair):
+    root = make_camvid({"train": [random_pair(i, size=(12, 16)) for i in range(3)]})
+    augmentation = train_augmentation((8, 8), photometric=0.2)
+    decoded = FileDataset(list_split(root, "train"), augmentation, seed=5)
+    preloaded = FileDataset(list_split(root, "train"), augmentation, seed=5, preload=True)
+    for epoch in (0, 1):
+        decoded.set_epoch(epoch)
+        preloaded.set_epoch(epoch)
+        for index in range(3):
+            for ours, theirs in zip(preloaded[index], decoded[index], strict=True):
+                assert torch.equal(ours, theirs)
+    image, mask = preloaded.read(1)
+    image[:] = 0
+    mask[:] = 0
+    for ours, theirs in zip(preloaded.read(1), decoded.read(1), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_preload_reads_every_file_when_made(make_camvid, random_pair):
+    image, mask = random_pair(0)
+    mask[2, 3] = 12  # CamVid raw values are 0..11
+    root = make_camvid({"train": [random_pair(1), (image, mask)]})
+    FileDataset(list_split(root, "train"))  # reads nothing yet
+    with pytest.raises(LabelError, match=re.escape(str(root / "trainannot" / "train_001.png"))):
+        FileDataset(list_split(root, "train"), preload=True)
+
+
+def test_preload_refuses_what_does_not_fit_in_memory(make_camvid, random_pair, monkeypatch):
+    root = make_camvid({"train": [random_pair(i, size=(6, 8)) for i in range(3)]})
+    # 3 frames of 6x8 pixels at 4 bytes a pixel: 576 bytes
+    monkeypatch.setattr(dataset_module, "available_memory", lambda: 575)
+    with pytest.raises(PreloadMemoryError, match=r"3 frames .* set data\.preload=false"):
+        FileDataset(list_split(root, "train"), preload=True)
+    monkeypatch.setattr(dataset_module, "available_memory", lambda: 576)
+    assert len(FileDataset(list_split(root, "train"), preload=True)) == 3
 
 
 # --- SyntheticDataset -------------------------------------------------------------------

@@ -124,6 +124,8 @@ def test_resume_refuses_another_model_or_recipe(tmp_path):
     changed = load_recipe("demo", [*TINY, "train.lr=0.5"])
     with pytest.raises(CheckpointError, match=r"train\.lr"):
         Trainer(changed, tmp_path, resume=True)
+    preloaded = load_recipe("demo", [*TINY, "train.epochs=1", "data.preload=true"])
+    assert Trainer(preloaded, tmp_path, resume=True).recipe.data.preload  # changes no sample
     longer = load_recipe("demo", [*TINY, "train.epochs=2"])
     trainer = Trainer(longer, tmp_path, resume=True, progress=False)
     assert trainer.state["epoch"] == 1
