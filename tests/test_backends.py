@@ -16,6 +16,7 @@ from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from semseg.hardware import CPU_FLAGS, Machine, describe_machine
 from semseg.inference.backends import Engine, ModelSource, OpenVinoModel, TorchModel, build_engine
 from semseg.inference.export import export_onnx
+from semseg.inference.fuse import fuse_conv_bn
 from semseg.inference.onnx_model import OnnxModel
 from semseg.labels import LabelSet
 from semseg.models import create_model
@@ -191,7 +192,7 @@ def test_bf16_weights_stored_once_compute_what_autocast_computes(trained, scene)
     convs = [m for m in model.module.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
     assert all(p.dtype == torch.float32 for p in trained[1].parameters())  # source untouched
-    reference = TorchModel(trained[1]).module  # fp32 weights, folded
+    reference = fuse_conv_bn(trained[1]).to(memory_format=torch.channels_last)  # fp32, folded
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         expected = reference(scene.contiguous(memory_format=torch.channels_last)).float()
     assert torch.equal(model(scene), expected)

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 from torch import nn
 
-from semseg.inference.fuse import fuse_conv_bn
+from semseg.inference.fuse import (
+    FusedConv2d,
+    FusedResidualBlock,
+    fuse_conv_activation,
+    fuse_conv_bn,
+    onednn_fusion_available,
+)
 from semseg.models import create_model
+from semseg.models.backbones.resnet import BasicBlock, Bottleneck
 
 
 def _with_running_statistics(model: nn.Module) -> nn.Module:
@@ -43,3 +53,64 @@ def test_only_a_batch_norm_right_after_a_convolution_is_folded():
     )
     fused = fuse_conv_bn(norm_without_statistics)
     assert isinstance(fused[1], nn.BatchNorm2d)
+
+
+# --- activation and residual fusion (oneDNN) ---------------------------------------------
+
+needs_onednn = pytest.mark.skipif(
+    not onednn_fusion_available(), reason="this PyTorch build has no oneDNN"
+)
+
+
+@needs_onednn
+@pytest.mark.parametrize(
+    "activation", [nn.ReLU(inplace=True), nn.ReLU6(), nn.Hardswish()], ids=type
+)
+def test_conv_and_activation_become_one_call_with_the_same_output(activation):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 5, 3, padding=2, dilation=2, stride=2)
+    sequence = nn.Sequential(conv, nn.Identity(), activation).eval()
+    images = 8 * torch.randn(2, 3, 11, 13)
+    with torch.no_grad():
+        before_activation = conv(images)
+        expected = copy.deepcopy(sequence)(images)
+        fused = fuse_conv_activation(sequence)
+        assert [type(m) for m in fused] == [FusedConv2d, nn.Identity, nn.Identity]
+        torch.testing.assert_close(fused(images), expected, rtol=1e-5, atol=1e-5)
+    assert (before_activation < -0.5).any()  # the activation changed values: it was applied
+    if isinstance(activation, nn.ReLU6):
+        assert (before_activation > 6).any() and (expected == 6).any()
+
+
+@needs_onednn
+def test_residual_sum_is_fused_into_the_last_convolution():
+    # against the block's own forward and a hand-written one
+    torch.manual_seed(0)
+    block = _with_running_statistics(BasicBlock(4, 8, stride=2, dilations=(1, 1)))
+    folded = fuse_conv_bn(block)
+    images = torch.randn(2, 4, 9, 10)
+    with torch.no_grad():
+        expected = block(images)
+        by_hand = torch.relu(
+            folded.conv2(torch.relu(folded.conv1(images))) + folded.downsample(images)
+        )
+        wrapper = nn.Sequential(folded)
+        fuse_conv_activation(wrapper)
+        assert isinstance(wrapper[0], FusedResidualBlock)
+        torch.testing.assert_close(wrapper(images), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(wrapper(images), by_hand, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_unfolded_blocks_and_other_layers_are_left_alone():
+    block = Bottleneck(8, 2, stride=1, dilations=(1, 1)).eval()  # BatchNorm not folded
+    sequence = nn.Sequential(
+        block, nn.Conv2d(8, 8, 3, padding="same"), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.Sigmoid()
+    )
+    fuse_conv_activation(sequence)
+    assert [type(m) for m in sequence] == [Bottleneck, nn.Conv2d, nn.ReLU, nn.Conv2d, nn.Sigmoid]
+
+
+def test_fused_conv_refuses_a_convolution_it_cannot_run():
+    with pytest.raises(ValueError, match="zero padding"):
+        FusedConv2d(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"))

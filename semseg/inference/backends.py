@@ -36,7 +36,11 @@ from torch import nn
 from semseg.checkpoint import Checkpoint
 from semseg.hardware import Machine, describe_machine
 from semseg.inference.export import exported_onnx
-from semseg.inference.fuse import fuse_conv_bn
+from semseg.inference.fuse import (
+    fuse_conv_activation,
+    fuse_conv_bn,
+    onednn_fusion_available,
+)
 from semseg.inference.onnx_model import OnnxModel, check_channels, read_onnx_metadata
 from semseg.inference.precision import PRECISIONS, Precision, autocast, check_precision
 from semseg.optional import installed, require
@@ -73,8 +77,10 @@ class TorchModel:
     Args:
         model: maps (N, 3, H, W) normalised float to (N, C, H, W) logits. A copy in eval mode
             with BatchNorm folded into the convolutions and channels-last weights runs
-            (both measured faster on CPUs, ``benchmarks/results/speed.md``); ``model`` itself
-            is unchanged.
+            (both measured faster on CPUs, ``benchmarks/results/speed.md``), in fp32 on the
+            CPU with each convolution's activation and residual sum in the same oneDNN call
+            (:func:`semseg.inference.fuse.fuse_conv_activation`); ``model`` itself is
+            unchanged.
         precision: ``"fp32"``, or ``"bf16"`` for bfloat16 autocast (convolutions and matrix
             products in bf16, their weights stored in bf16; the logits are returned as
             float32).
@@ -96,6 +102,13 @@ class TorchModel:
         self.precision = check_precision(precision, PRECISIONS)
         self.device = torch.device(device)
         self.module = fuse_conv_bn(model).to(self.device, memory_format=torch.channels_last)
+        if (
+            self.precision == "fp32"
+            and self.device.type == "cpu"
+            and not compile  # inductor makes fusions of its own
+            and onednn_fusion_available()
+        ):
+            fuse_conv_activation(self.module)
         if self.precision == "bf16":
             # Autocast casts these layers' weights to bf16 at every call (a copy per layer
             # and call, a third of deeplabv3plus's time); stored in bf16 they compute the

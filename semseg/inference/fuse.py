@@ -1,4 +1,5 @@
-"""Folding BatchNorm into the convolution before it, for inference.
+"""Folding BatchNorm into the convolution before it, and the activation (and a residual sum)
+after it into the same oneDNN call, for inference.
 
 In eval mode BatchNorm2d is a per-channel affine map ``y = gamma * (x - mean) / sqrt(var +
 eps) + beta`` with fixed statistics, so a Conv2d followed directly by it equals one Conv2d with
@@ -8,14 +9,30 @@ Two places say that a convolution feeds a BatchNorm directly: adjacency inside a
 ``nn.Sequential``, and a module's ``conv_bn_pairs`` attribute, a tuple of ``(conv attribute,
 BatchNorm attribute)`` names for modules whose ``forward`` calls them in turn (ResNet's stem
 and blocks declare theirs).
+
+On the CPU, PyTorch runs a convolution, then the ReLU after it, then a residual block's sum
+as separate passes over the activation maps; oneDNN can apply the ReLU (or ReLU6, hardswish)
+and the sum to each output value as it computes it. :func:`fuse_conv_activation` makes those
+single calls (the operator ``torch.ops.mkldnn._convolution_pointwise`` that inductor's CPU
+fusions use), in eager mode and with the same numbers.
 """
 
 from __future__ import annotations
 
 import copy
 
+import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from semseg.models.backbones.resnet import BasicBlock, Bottleneck
+
+ONEDNN_ACTIVATIONS: dict[type[nn.Module], tuple[str, list[float]]] = {
+    nn.ReLU: ("relu", []),
+    nn.ReLU6: ("hardtanh", [0.0, 6.0]),
+    nn.Hardswish: ("hardswish", []),
+}
+"""Activation module -> oneDNN post-op name and its scalars."""
 
 
 def fuse_conv_bn(model: nn.Module) -> nn.Module:
@@ -46,3 +63,121 @@ def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
         and isinstance(norm, nn.BatchNorm2d)
         and norm.running_mean is not None
     )
+
+
+def onednn_fusion_available() -> bool:
+    """Whether this PyTorch build has oneDNN's fused convolution operator."""
+    return torch.backends.mkldnn.is_available() and hasattr(
+        torch.ops.mkldnn, "_convolution_pointwise"
+    )
+
+
+class FusedConv2d(nn.Module):
+    """A Conv2d, optionally plus a residual tensor, then optionally an activation, in one oneDNN
+    call (CPU, fp32, inference).
+
+    ``forward(x (N, C_in, H, W), residual (N, C_out, H', W') | None) -> (N, C_out, H', W')``:
+    ``activation(conv(x) + residual)``, or ``activation(conv(x))`` without a residual.
+    """
+
+    def __init__(self, conv: nn.Conv2d, activation: nn.Module | None = None) -> None:
+        super().__init__()
+        if not fusable_conv(conv):
+            raise ValueError(f"cannot fuse {conv}: needs zero padding given as numbers")
+        self.weight = conv.weight
+        self.bias = conv.bias
+        self.padding = list(conv.padding)
+        self.stride = list(conv.stride)
+        self.dilation = list(conv.dilation)
+        self.groups = conv.groups
+        self.attr, self.scalars = (
+            ONEDNN_ACTIVATIONS[type(activation)] if activation else ("none", [])
+        )
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        geometry = (self.padding, self.stride, self.dilation, self.groups)
+        if residual is None:
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, self.weight, self.bias, *geometry, self.attr, self.scalars, ""
+            )
+        unary = None if self.attr == "none" else self.attr
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            x, residual, self.weight, self.bias, *geometry, "add", None, unary, self.scalars, ""
+        )
+
+    def extra_repr(self) -> str:
+        out_channels, in_per_group, *kernel = self.weight.shape
+        return (
+            f"{in_per_group * self.groups}, {out_channels}, kernel_size={tuple(kernel)}, "
+            f"stride={tuple(self.stride)}, padding={tuple(self.padding)}, "
+            f"dilation={tuple(self.dilation)}, groups={self.groups}, then {self.attr}"
+        )
+
+
+class FusedResidualBlock(nn.Module):
+    """A ResNet :class:`BasicBlock` or :class:`Bottleneck` with folded BatchNorm as fused
+    calls: every convolution with its ReLU, the last one with the shortcut sum and the ReLU.
+    Same shapes as the block."""
+
+    def __init__(self, block: BasicBlock | Bottleneck) -> None:
+        super().__init__()
+        convs = [getattr(block, conv) for conv, _ in block.conv_bn_pairs]
+        self.convs = nn.ModuleList(FusedConv2d(conv, block.relu) for conv in convs)
+        self.downsample = block.downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = x
+        for conv in self.convs[:-1]:
+            out = conv(out)
+        return self.convs[-1](out, identity)
+
+
+def fusable_conv(conv: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+    )
+
+
+def fuse_conv_activation(model: nn.Module) -> nn.Module:
+    """Fuse, in place, the activations and residual sums of a BatchNorm-folded model (see
+    :func:`fuse_conv_bn`) into its convolutions: in every ``nn.Sequential``, a Conv2d
+    followed (past ``nn.Identity`` entries) by a ReLU, ReLU6 or Hardswish becomes one
+    :class:`FusedConv2d`; every ResNet block whose BatchNorms are folded becomes a
+    :class:`FusedResidualBlock`. For fp32 inference on the CPU, not for training or autocast
+    (the fused call casts nothing). Returns ``model``.
+
+    Raises:
+        RuntimeError: this PyTorch has no oneDNN (:func:`onednn_fusion_available`).
+    """
+    if not onednn_fusion_available():
+        raise RuntimeError("this PyTorch build has no oneDNN fused convolution operator")
+    for name, module in list(model.named_modules()):
+        if isinstance(module, (BasicBlock, Bottleneck)) and _folded(module):
+            parent, _, attribute = name.rpartition(".")
+            setattr(model.get_submodule(parent), attribute, FusedResidualBlock(module))
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            _fuse_sequential(module)
+    return model
+
+
+def _folded(block: BasicBlock | Bottleneck) -> bool:
+    return all(
+        isinstance(getattr(block, norm), nn.Identity) and fusable_conv(getattr(block, conv))
+        for conv, norm in block.conv_bn_pairs
+    )
+
+
+def _fuse_sequential(sequence: nn.Sequential) -> None:
+    for i in range(len(sequence)):
+        if not fusable_conv(sequence[i]):
+            continue
+        j = i + 1
+        while j < len(sequence) and isinstance(sequence[j], nn.Identity):
+            j += 1
+        if j < len(sequence) and type(sequence[j]) in ONEDNN_ACTIVATIONS:
+            sequence[i] = FusedConv2d(sequence[i], sequence[j])
+            sequence[j] = nn.Identity()

@@ -13,6 +13,7 @@ with ``Test``, so pytest does not collect it by itself.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import math
@@ -30,7 +31,12 @@ from torch import nn
 from torch.export import Dim
 
 from semseg.checkpoint import Checkpoint
-from semseg.inference.fuse import fuse_conv_bn
+from semseg.inference.fuse import (
+    FusedConv2d,
+    fuse_conv_activation,
+    fuse_conv_bn,
+    onednn_fusion_available,
+)
 from semseg.labels import LabelSet
 from semseg.models import create_model, model_arguments
 from semseg.models.contract import SegmentationModel
@@ -50,9 +56,10 @@ class ArchitectureContract:
     has_encoder: ClassVar[bool] = True
     routes_by_argmax: ClassVar[bool] = False
     """True for decoders that unpool with max-pooling indices (SegNet)."""
-    unfoldable_batchnorm: ClassVar[bool] = False
+    pre_activation: ClassVar[bool] = False
     """True for pre-activation networks (BatchNorm, ReLU, then convolution: FC-DenseNet), whose
-    BatchNorms have no convolution just before them to fold into and stay after fusion."""
+    BatchNorms have no convolution just before them to fold into and stay after fusion, and
+    whose activations follow no convolution to fuse into."""
 
     def build(self) -> nn.Module:
         torch.manual_seed(0)
@@ -211,7 +218,7 @@ class ArchitectureContract:
         _randomise_batchnorm(model)
         fused = fuse_conv_bn(model)
         left = [name for name, m in fused.named_modules() if isinstance(m, nn.BatchNorm2d)]
-        if not self.unfoldable_batchnorm:
+        if not self.pre_activation:
             assert left == []
         images = self.images(2, ODD_SIZE)
         with torch.no_grad():
@@ -226,6 +233,21 @@ class ArchitectureContract:
         # are within rounding of each other, folding may flip which one wins and move a value.
         close = torch.isclose(fused_logits, eager, rtol=1e-3, atol=1e-4 * scale)
         assert close.float().mean() > 0.99
+
+    @pytest.mark.skipif(not onednn_fusion_available(), reason="this PyTorch has no oneDNN")
+    def test_activation_fusion_equals_the_folded_model_and_fuses_something(self) -> None:
+        model = self.build().eval()
+        _randomise_batchnorm(model)
+        folded = fuse_conv_bn(model).to(memory_format=torch.channels_last)
+        fused = fuse_conv_activation(copy.deepcopy(folded))
+        assert any(isinstance(m, FusedConv2d) for m in fused.modules()) != self.pre_activation
+        images = self.images(2, ODD_SIZE).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            expected = folded(images)
+            scale = float(expected.abs().max())
+            close = torch.isclose(fused(images), expected, rtol=1e-4, atol=1e-5 * scale)
+        # the same arithmetic in one call; only argmax-routed values (pooling indices) may move
+        assert close.float().mean() > (0.99 if self.routes_by_argmax else 0.9999)
 
     def test_seeded_output_matches_the_golden_statistics(self) -> None:
         model = self.build().eval()

@@ -21,14 +21,14 @@ class TestFCDenseNet56(ArchitectureContract):
     # At least 2x2 at stride 32: torch.export specialises dimensions of size 1.
     input_size = (64, 96)
     model_kwargs = {"growth_rate": 2, "first_channels": 4}
-    unfoldable_batchnorm = True
+    pre_activation = True
 
 
 class TestFCDenseNet103SingleChannel(ArchitectureContract):
     model_name = "fc_densenet103"
     input_size = (64, 96)
     model_kwargs = {"growth_rate": 1, "first_channels": 3, "in_channels": 1}
-    unfoldable_batchnorm = True
+    pre_activation = True
 
 
 def hand_count(
