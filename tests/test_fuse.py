@@ -114,3 +114,19 @@ def test_unfolded_blocks_and_other_layers_are_left_alone():
 def test_fused_conv_refuses_a_convolution_it_cannot_run():
     with pytest.raises(ValueError, match="zero padding"):
         FusedConv2d(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"))
+
+
+@needs_onednn
+def test_declared_stem_pair_is_fused_once_its_batch_norm_is_folded():
+    torch.manual_seed(0)
+    resnet = _with_running_statistics(create_model("deeplabv3plus", 3, backbone="resnet18"))
+    images = torch.randn(1, 3, 32, 48)
+    unfolded = fuse_conv_activation(copy.deepcopy(resnet)).encoder
+    assert isinstance(unfolded.conv1, nn.Conv2d)  # BatchNorm still between conv and ReLU
+    folded = fuse_conv_bn(resnet)
+    fused = fuse_conv_activation(copy.deepcopy(folded))
+    stem = fused.encoder
+    assert isinstance(stem.conv1, FusedConv2d) and isinstance(stem.relu, nn.Identity)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(images), resnet(images), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fused(images), folded(images), rtol=1e-5, atol=1e-5)

@@ -145,9 +145,11 @@ def fuse_conv_activation(model: nn.Module) -> nn.Module:
     """Fuse, in place, the activations and residual sums of a BatchNorm-folded model (see
     :func:`fuse_conv_bn`) into its convolutions: in every ``nn.Sequential``, a Conv2d
     followed (past ``nn.Identity`` entries) by a ReLU, ReLU6 or Hardswish becomes one
-    :class:`FusedConv2d`; every ResNet block whose BatchNorms are folded becomes a
-    :class:`FusedResidualBlock`. For fp32 inference on the CPU, not for training or autocast
-    (the fused call casts nothing). Returns ``model``.
+    :class:`FusedConv2d`, as does each ``(conv, activation)`` attribute pair a module declares
+    in ``conv_activation_pairs`` (ResNet's stem) once the BatchNorm between them is folded;
+    every ResNet block whose BatchNorms are folded becomes a :class:`FusedResidualBlock`.
+    For fp32 inference on the CPU, not for training or autocast (the fused call casts
+    nothing). Returns ``model``.
 
     Raises:
         RuntimeError: this PyTorch has no oneDNN (:func:`onednn_fusion_available`).
@@ -161,6 +163,17 @@ def fuse_conv_activation(model: nn.Module) -> nn.Module:
     for module in model.modules():
         if isinstance(module, nn.Sequential):
             _fuse_sequential(module)
+        norms = dict(getattr(module, "conv_bn_pairs", ()))
+        for conv_name, activation_name in getattr(module, "conv_activation_pairs", ()):
+            conv, activation = getattr(module, conv_name), getattr(module, activation_name)
+            norm = getattr(module, norms[conv_name]) if conv_name in norms else nn.Identity()
+            if (
+                fusable_conv(conv)
+                and isinstance(norm, nn.Identity)
+                and type(activation) in ONEDNN_ACTIVATIONS
+            ):
+                setattr(module, conv_name, FusedConv2d(conv, activation))
+                setattr(module, activation_name, nn.Identity())
     return model
 
 

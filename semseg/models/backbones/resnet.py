@@ -128,6 +128,9 @@ class ResNet(nn.Module):
     """
 
     conv_bn_pairs = (("conv1", "bn1"),)
+    conv_activation_pairs = (("conv1", "relu"),)
+    """``forward`` applies ``relu`` to ``conv1``'s output (after ``bn1``) and nowhere else;
+    :mod:`semseg.inference.fuse` runs the two as one call."""
 
     def __init__(self, depth: int, output_stride: int = 32, width_divisor: int = 1) -> None:
         super().__init__()
