@@ -82,7 +82,7 @@ class FusedConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, activation: nn.Module | None = None) -> None:
         super().__init__()
-        if not fusable_conv(conv):
+        if not _fusable_conv(conv):
             raise ValueError(f"cannot fuse {conv}: needs zero padding given as numbers")
         self.weight = conv.weight
         self.bias = conv.bias
@@ -133,7 +133,7 @@ class FusedResidualBlock(nn.Module):
         return self.convs[-1](out, identity)
 
 
-def fusable_conv(conv: nn.Module) -> bool:
+def _fusable_conv(conv: nn.Module) -> bool:
     return (
         type(conv) is nn.Conv2d
         and conv.padding_mode == "zeros"
@@ -160,7 +160,7 @@ def fuse_conv_activation(model: nn.Module) -> nn.Module:
         if isinstance(module, (BasicBlock, Bottleneck)) and _folded(module):
             parent, _, attribute = name.rpartition(".")
             setattr(model.get_submodule(parent), attribute, FusedResidualBlock(module))
-    for module in model.modules():
+    for module in list(model.modules()):
         if isinstance(module, nn.Sequential):
             _fuse_sequential(module)
         norms = dict(getattr(module, "conv_bn_pairs", ()))
@@ -168,7 +168,7 @@ def fuse_conv_activation(model: nn.Module) -> nn.Module:
             conv, activation = getattr(module, conv_name), getattr(module, activation_name)
             norm = getattr(module, norms[conv_name]) if conv_name in norms else nn.Identity()
             if (
-                fusable_conv(conv)
+                _fusable_conv(conv)
                 and isinstance(norm, nn.Identity)
                 and type(activation) in ONEDNN_ACTIVATIONS
             ):
@@ -179,14 +179,14 @@ def fuse_conv_activation(model: nn.Module) -> nn.Module:
 
 def _folded(block: BasicBlock | Bottleneck) -> bool:
     return all(
-        isinstance(getattr(block, norm), nn.Identity) and fusable_conv(getattr(block, conv))
+        isinstance(getattr(block, norm), nn.Identity) and _fusable_conv(getattr(block, conv))
         for conv, norm in block.conv_bn_pairs
     )
 
 
 def _fuse_sequential(sequence: nn.Sequential) -> None:
     for i in range(len(sequence)):
-        if not fusable_conv(sequence[i]):
+        if not _fusable_conv(sequence[i]):
             continue
         j = i + 1
         while j < len(sequence) and isinstance(sequence[j], nn.Identity):
