@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from semseg.checkpoint import Checkpoint
 from semseg.data.synthetic import render_scene
 from semseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_tensor
 from semseg.hardware import CPU_FLAGS, Machine, describe_machine
+from semseg.inference import backends
 from semseg.inference.backends import Engine, ModelSource, OpenVinoModel, TorchModel, build_engine
 from semseg.inference.export import export_onnx
-from semseg.inference.fuse import fuse_conv_bn
+from semseg.inference.fuse import FusedConv2d, fuse_conv_bn, onednn_fusion_available
 from semseg.inference.onnx_model import OnnxModel
 from semseg.labels import LabelSet
 from semseg.models import create_model
@@ -185,14 +187,24 @@ def test_engine_names_what_cannot_be():
         build_engine(ModelSource("x.onnx", "k", None, Path), Engine("torch"))
 
 
-def test_bf16_weights_stored_once_compute_what_autocast_computes(trained, scene):
+def test_bf16_weights_stored_once_compute_what_autocast_computes(trained, scene, monkeypatch):
     """TorchModel keeps convolution weights in bf16 instead of letting autocast cast them at
-    every call; the numbers must be autocast's own."""
-    model = TorchModel(trained[1], "bf16")
-    convs = [m for m in model.module.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
-    assert all(p.dtype == torch.float32 for p in trained[1].parameters())  # source untouched
+    every call; the numbers must be autocast's own, and with the oneDNN activation fusion
+    autocast's up to where the one bf16 rounding of each fused output falls."""
     reference = fuse_conv_bn(trained[1]).to(memory_format=torch.channels_last)  # fp32, folded
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         expected = reference(scene.contiguous(memory_format=torch.channels_last)).float()
+    fused = TorchModel(trained[1], "bf16")
+    assert all(p.dtype == torch.float32 for p in trained[1].parameters())  # source untouched
+    if onednn_fusion_available():
+        convs = [m for m in fused.module.modules() if isinstance(m, (nn.Conv2d, FusedConv2d))]
+        assert any(isinstance(m, FusedConv2d) for m in convs)
+        assert all(m.weight.dtype == torch.bfloat16 for m in convs)
+        logits = fused(scene)
+        assert agreement(logits, expected) > 0.995
+        torch.testing.assert_close(logits, expected, rtol=0.05, atol=0.05 * expected.abs().max())
+    monkeypatch.setattr(backends, "onednn_fusion_available", lambda: False)
+    model = TorchModel(trained[1], "bf16")
+    convs = [m for m in model.module.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
     assert torch.equal(model(scene), expected)

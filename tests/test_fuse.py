@@ -130,3 +130,17 @@ def test_declared_stem_pair_is_fused_once_its_batch_norm_is_folded():
     with torch.no_grad():
         torch.testing.assert_close(fused(images), resnet(images), rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(fused(images), folded(images), rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_bf16_weights_make_the_fused_call_compute_as_autocast_does():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 8, 3, padding=1).eval()
+    images, residual = torch.randn(2, 8, 10, 12), torch.randn(2, 8, 10, 12)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = torch.relu(conv(images) + residual)  # bf16 conv, then the sum in float32
+    fused = FusedConv2d(copy.deepcopy(conv).to(torch.bfloat16), nn.ReLU())
+    with torch.no_grad():
+        out = fused(images, residual)  # float32 inputs: cast as autocast casts them
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), expected.float(), rtol=2e-2, atol=2e-2)

@@ -77,8 +77,8 @@ class TorchModel:
     Args:
         model: maps (N, 3, H, W) normalised float to (N, C, H, W) logits. A copy in eval mode
             with BatchNorm folded into the convolutions and channels-last weights runs
-            (both measured faster on CPUs, ``benchmarks/results/speed.md``), in fp32 on the
-            CPU with each convolution's activation and residual sum in the same oneDNN call
+            (both measured faster on CPUs, ``benchmarks/results/speed.md``), on the CPU with
+            each convolution's activation and residual sum in the same oneDNN call
             (:func:`semseg.inference.fuse.fuse_conv_activation`); ``model`` itself is
             unchanged.
         precision: ``"fp32"``, or ``"bf16"`` for bfloat16 autocast (convolutions and matrix
@@ -102,13 +102,6 @@ class TorchModel:
         self.precision = check_precision(precision, PRECISIONS)
         self.device = torch.device(device)
         self.module = fuse_conv_bn(model).to(self.device, memory_format=torch.channels_last)
-        if (
-            self.precision == "fp32"
-            and self.device.type == "cpu"
-            and not compile  # inductor makes fusions of its own
-            and onednn_fusion_available()
-        ):
-            fuse_conv_activation(self.module)
         if self.precision == "bf16":
             # Autocast casts these layers' weights to bf16 at every call (a copy per layer
             # and call, a third of deeplabv3plus's time); stored in bf16 they compute the
@@ -117,6 +110,9 @@ class TorchModel:
             for layer in self.module.modules():
                 if isinstance(layer, AUTOCAST_BF16_LAYERS):
                     layer.to(torch.bfloat16)
+        # inductor makes fusions of its own
+        if self.device.type == "cpu" and not compile and onednn_fusion_available():
+            fuse_conv_activation(self.module)
         self.compiled = compile
         self._forward = torch.compile(self.module) if compile else self.module
 

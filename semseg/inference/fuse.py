@@ -74,10 +74,13 @@ def onednn_fusion_available() -> bool:
 
 class FusedConv2d(nn.Module):
     """A Conv2d, optionally plus a residual tensor, then optionally an activation, in one oneDNN
-    call (CPU, fp32, inference).
+    call (CPU, inference).
 
     ``forward(x (N, C_in, H, W), residual (N, C_out, H', W') | None) -> (N, C_out, H', W')``:
-    ``activation(conv(x) + residual)``, or ``activation(conv(x))`` without a residual.
+    ``activation(conv(x) + residual)``, or ``activation(conv(x))`` without a residual. The
+    inputs are cast to the weights' dtype, as autocast casts a convolution's inputs, so with
+    bf16 weights it computes in bf16 (sum and activation before the one rounding of the
+    output, where autocast rounds the convolution's output first).
     """
 
     def __init__(self, conv: nn.Conv2d, activation: nn.Module | None = None) -> None:
@@ -96,11 +99,15 @@ class FusedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         geometry = (self.padding, self.stride, self.dilation, self.groups)
+        # channels-last: the layout oneDNN computes in (and the only one whose bf16 sum it
+        # fuses); a no-op for the channels-last tensors TorchModel runs on
+        x = x.to(self.weight.dtype, memory_format=torch.channels_last)
         if residual is None:
             return torch.ops.mkldnn._convolution_pointwise(
                 x, self.weight, self.bias, *geometry, self.attr, self.scalars, ""
             )
         unary = None if self.attr == "none" else self.attr
+        residual = residual.to(x.dtype, memory_format=torch.channels_last)
         return torch.ops.mkldnn._convolution_pointwise.binary(
             x, residual, self.weight, self.bias, *geometry, "add", None, unary, self.scalars, ""
         )
@@ -148,8 +155,8 @@ def fuse_conv_activation(model: nn.Module) -> nn.Module:
     :class:`FusedConv2d`, as does each ``(conv, activation)`` attribute pair a module declares
     in ``conv_activation_pairs`` (ResNet's stem) once the BatchNorm between them is folded;
     every ResNet block whose BatchNorms are folded becomes a :class:`FusedResidualBlock`.
-    For fp32 inference on the CPU, not for training or autocast (the fused call casts
-    nothing). Returns ``model``.
+    For inference on the CPU (fp32, or bf16 with the convolutions' weights already bf16),
+    not for training. Returns ``model``.
 
     Raises:
         RuntimeError: this PyTorch has no oneDNN (:func:`onednn_fusion_available`).
