@@ -95,8 +95,9 @@ class FileDataset(PairedDataset):
     memory (4 bytes a pixel: RGB and the mask; CamVid's 468 frames take 324 MB), so an epoch
     decodes no PNG: an augmented 360x480 CamVid sample took 41 ms without it and 12 ms with
     it on one thread of the busy AMX Xeon (the real-time model's training step is about 150
-    ms per image there), for 10 s of decoding up front. Samples are the same as without it. DataLoader workers started by fork share the frames; a bad file is reported
-    when the dataset is made instead of in the middle of an epoch.
+    ms per image there), for 10 s of decoding up front. Samples are the same as without it.
+    DataLoader workers started by fork share the frames; a bad file is reported when the
+    dataset is made instead of in the middle of an epoch.
     """
 
     def __init__(
