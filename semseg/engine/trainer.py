@@ -527,9 +527,10 @@ def _resumed_recipe(stored: dict[str, Any], recipe: Recipe, source: Path) -> Rec
             f"{source}: cannot resume with a different recipe; these keys differ from the "
             f"checkpoint's: {', '.join(differing)}"
         )
-    data = saved.to_dict()
-    data["train"]["epochs"] = recipe.train.epochs
-    data["data"]["preload"] = recipe.data.preload
+    data, new = saved.to_dict(), recipe.to_dict()
+    for key in RESUMABLE_CHANGES:
+        section, name = key.split(".")
+        data[section][name] = new[section][name]
     return validate_recipe(data, str(source))
 
 
