@@ -493,8 +493,16 @@ def export(
     click.echo(f"{kind} model written to {out}")
     if check:
         from semseg.data.synthetic import render_scene
+        from semseg.hardware import describe_machine
         from semseg.inference.backends import Engine, build_engine, model_source
 
+        machine = describe_machine()
+        if backend == "openvino" and images and not machine.int8_instructions:
+            click.echo(
+                f"OpenVINO does not run int8 files on {machine.cpu_model} (no VNNI); "
+                "checking with onnxruntime instead"
+            )
+            backend = "onnxruntime"
         engine = build_engine(model_source(out), Engine(backend, precision))
         parity = compare_onnx(model_file, out, render_scene(0, 360, 480)[0], engine)
         click.echo(

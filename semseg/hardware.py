@@ -66,6 +66,13 @@ class Machine:
         return self.amx or self.flags.get("AVX-512 BF16", False)
 
     @property
+    def int8_instructions(self) -> bool:
+        """VNNI int8 dot products (AVX-512 VNNI, AVX-VNNI or AMX-INT8). Without them int8
+        convolutions sum pairs of u8 x s8 products in 16 bits, which can saturate; OpenVINO
+        int8 gave wrong labels that way on an AVX2-only AMD EPYC (Zen 2)."""
+        return any(self.flags.get(name, False) for name in ("AVX-512 VNNI", "AVX-VNNI", "AMX-INT8"))
+
+    @property
     def key(self) -> str:
         """A short hash of the CPU model and flags: machines with equal keys run alike."""
         present = ",".join(name for name, has in self.flags.items() if has)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from semseg.inference import fuse
 from semseg.inference.fuse import (
     FusedConv2d,
     FusedResidualBlock,
@@ -132,7 +133,9 @@ def test_declared_stem_pair_is_fused_once_its_batch_norm_is_folded():
         torch.testing.assert_close(fused(images), folded(images), rtol=1e-5, atol=1e-5)
 
 
-@needs_onednn
+@pytest.mark.skipif(
+    not onednn_fusion_available(torch.bfloat16), reason="no oneDNN bf16 path on this CPU"
+)
 def test_bf16_weights_make_the_fused_call_compute_as_autocast_does():
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 8, 3, padding=1).eval()
@@ -144,3 +147,16 @@ def test_bf16_weights_make_the_fused_call_compute_as_autocast_does():
         out = fused(images, residual)  # float32 inputs: cast as autocast casts them
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), expected.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_fusion_refuses_bf16_weights_where_this_cpu_has_no_onednn_bf16_path(monkeypatch):
+    """An AVX2-only CPU (AMD Zen 2) runs bf16 convolutions but not oneDNN's fused bf16 call;
+    fusing there must fail at once with a message, not at the first image."""
+    monkeypatch.setattr(fuse, "onednn_fusion_available", lambda dtype: dtype == torch.float32)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
+    fuse.fuse_conv_activation(model)  # float32 weights fuse
+    assert isinstance(model[0], FusedConv2d)
+    bf16 = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval().to(torch.bfloat16)
+    with pytest.raises(RuntimeError, match=r"torch\.bfloat16 weights"):
+        fuse.fuse_conv_activation(bf16)
+    assert isinstance(bf16[0], nn.Conv2d)  # left as it was

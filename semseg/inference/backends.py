@@ -111,7 +111,8 @@ class TorchModel:
                 if isinstance(layer, AUTOCAST_BF16_LAYERS):
                     layer.to(torch.bfloat16)
         # inductor makes fusions of its own
-        if self.device.type == "cpu" and not compile and onednn_fusion_available():
+        weights = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        if self.device.type == "cpu" and not compile and onednn_fusion_available(weights):
             fuse_conv_activation(self.module)
         self.compiled = compile
         self._forward = torch.compile(self.module) if compile else self.module
@@ -136,7 +137,8 @@ class OpenVinoModel:
             set explicitly. An int8 file runs its quantized layers in int8 and the others in
             fp32.
         threads: ``INFERENCE_NUM_THREADS`` (default: OpenVINO's, one per core).
-        machine: the CPU (default: this one), checked for bf16 arithmetic.
+        machine: the CPU (default: this one), checked for bf16 arithmetic and, for an int8
+            file, VNNI (:attr:`~semseg.hardware.Machine.int8_instructions`).
 
     Attributes:
         labels, mean, std, output_stride, int8: from the file's metadata.
@@ -145,7 +147,9 @@ class OpenVinoModel:
         MissingDependencyError: OpenVINO is not installed.
         OnnxModelError: the file is missing or lacks semseg metadata.
         ValueError: bf16 on a CPU without bf16 arithmetic (OpenVINO would run fp32 instead
-            of what was asked), or bf16 for an int8 file.
+            of what was asked), bf16 for an int8 file, or an int8 file on a CPU without VNNI
+            (there a U-Net's int8 file gave 48% of fp32's labels on OpenVINO 2026.4 and 99%
+            on ONNX Runtime).
     """
 
     def __init__(
@@ -164,8 +168,14 @@ class OpenVinoModel:
         self.std = tuple(float(v) for v in metadata["std"])
         self.output_stride = int(metadata["output_stride"])
         self.int8 = "quantization" in metadata
+        machine = machine or describe_machine()
+        if self.int8 and not machine.int8_instructions:
+            raise ValueError(
+                f"{self.path}: OpenVINO's int8 convolutions can saturate on CPUs without VNNI "
+                f"(AVX-512 VNNI, AVX-VNNI or AMX-INT8), which {machine.cpu_model} lacks: run "
+                "this file with --backend onnxruntime, or the fp32 export with --backend openvino"
+            )
         if precision == "bf16":
-            machine = machine or describe_machine()
             if self.int8:
                 raise ValueError(
                     f"{self.path}: an int8 model runs its other layers in fp32 on OpenVINO "

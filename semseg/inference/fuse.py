@@ -65,11 +65,16 @@ def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
     )
 
 
-def onednn_fusion_available() -> bool:
-    """Whether this PyTorch build has oneDNN's fused convolution operator."""
-    return torch.backends.mkldnn.is_available() and hasattr(
-        torch.ops.mkldnn, "_convolution_pointwise"
-    )
+def onednn_fusion_available(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether this PyTorch build and CPU run oneDNN's fused convolution operator on weights
+    of ``dtype``: float32 wherever oneDNN is built in; bfloat16 only on CPUs whose oneDNN bf16
+    path exists (AVX-512 BW/VL/DQ or AVX-NE-CONVERT; an AVX2-only CPU such as AMD's Zen 2
+    has neither, and there the plain convolutions compute bf16 instead)."""
+    if not (
+        torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    ):
+        return False
+    return dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 class FusedConv2d(nn.Module):
@@ -159,10 +164,16 @@ def fuse_conv_activation(model: nn.Module) -> nn.Module:
     not for training. Returns ``model``.
 
     Raises:
-        RuntimeError: this PyTorch has no oneDNN (:func:`onednn_fusion_available`).
+        RuntimeError: this PyTorch has no oneDNN, or this CPU no oneDNN path for the
+            convolutions' dtype (:func:`onednn_fusion_available`).
     """
-    if not onednn_fusion_available():
-        raise RuntimeError("this PyTorch build has no oneDNN fused convolution operator")
+    dtypes = {m.weight.dtype for m in model.modules() if isinstance(m, nn.Conv2d)}
+    for dtype in sorted(dtypes or {torch.float32}, key=str):
+        if not onednn_fusion_available(dtype):
+            raise RuntimeError(
+                f"oneDNN's fused convolution does not run {dtype} weights with this PyTorch "
+                "build on this CPU"
+            )
     for name, module in list(model.named_modules()):
         if isinstance(module, (BasicBlock, Bottleneck)) and _folded(module):
             parent, _, attribute = name.rpartition(".")
