@@ -78,7 +78,7 @@ from semseg.inference.backends import (
     model_source,
 )
 from semseg.inference.export import export_onnx
-from semseg.inference.fuse import fuse_conv_bn
+from semseg.inference.fuse import FusedConv2d, fuse_conv_bn
 from semseg.inference.predictor import Predictor
 from semseg.inference.tta import InferenceOptions, class_indices
 from semseg.labels import CAMVID
@@ -259,11 +259,12 @@ def conv_time_split(run: TorchModel, images: torch.Tensor, calls: int = 3) -> di
     def before(module: nn.Module, _: tuple) -> None:
         started[id(module)] = time.perf_counter()
 
-    def after(module: nn.Conv2d, _: tuple, __: torch.Tensor) -> None:
-        kind = "depthwise" if module.groups > 1 and module.groups == module.in_channels else "dense"
-        current[kind] += time.perf_counter() - started[id(module)]
+    def after(module: nn.Conv2d | FusedConv2d, _: tuple, __: torch.Tensor) -> None:
+        # weight (out, in / groups, kH, kW): depthwise has one input channel per group
+        depthwise = module.groups > 1 and module.weight.shape[1] == 1
+        current["depthwise" if depthwise else "dense"] += time.perf_counter() - started[id(module)]
 
-    convs = [m for m in run.module.modules() if isinstance(m, nn.Conv2d)]
+    convs = [m for m in run.module.modules() if isinstance(m, (nn.Conv2d, FusedConv2d))]
     handles = [m.register_forward_pre_hook(before) for m in convs]
     handles += [m.register_forward_hook(after) for m in convs]
     for _ in range(calls):
@@ -427,9 +428,10 @@ def where_time_goes(
         )
     share = 100 * depthwise_flops / max(dense_flops + depthwise_flops, 1)
     return [
-        f"Where the time goes (per-module hooks on the convolutions; 'other' is the rest of the "
-        f"fastest call: activations, additions, pooling, upsampling, padding, layout "
-        f"conversions). Depthwise convolutions are {share:.1f}% of the convolution FLOPs.",
+        f"Where the time goes (per-module hooks on the convolutions, an activation or residual "
+        f"sum fused into one counting as its convolution's; 'other' is the rest of the fastest "
+        f"call: activations, additions, pooling, upsampling, padding, layout conversions). "
+        f"Depthwise convolutions are {share:.1f}% of the convolution FLOPs.",
         "",
         *markdown_table(["engine", "dense conv ms", "depthwise conv ms", "other ms"], rows),
         "",

@@ -188,6 +188,12 @@ class TrainConfig(_Section):
     warmup_steps: int = Field(0, ge=0)
     val_every: int = Field(1, ge=1)
     """Validate every this many epochs (and after the last)."""
+    time_budget_min: float | None = Field(None, gt=0)
+    """Wall-clock minutes the run's training and validations must fit in (None: no limit).
+    After every epoch the number of epochs is planned again from the time per epoch and per
+    validation measured so far, at most ``epochs``, and the learning-rate schedule follows the
+    plan (``epochs_planned`` in ``metrics.jsonl``). The plan depends on the machine's speed, so
+    two budgeted runs take the same steps only while their plans agree."""
     val_batch_size: int = Field(1, ge=1)
     """Validation images of one size per forward pass (through the predictor)."""
     checkpoint_every: int = Field(0, ge=0)

@@ -80,6 +80,36 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def planned_epochs(
+    history: list[dict[str, Any]], budget_s: float, max_epochs: int, val_every: int
+) -> int:
+    """The number of epochs a run fits in ``budget_s`` seconds of training and validation.
+
+    ``history``: one record per epoch done, with its ``train_s`` and, where it validated, its
+    ``val_s``. The plan is the epochs done plus as many more as the rest of the budget pays for
+    at the mean time per epoch and per validation measured so far (a validation every
+    ``val_every`` epochs and after the last; none counted before the first is measured), at
+    most ``max_epochs`` and at least the epochs done.
+    """
+    done = len(history)
+    if done == 0:
+        return max_epochs
+    train_s = [record["train_s"] for record in history]
+    val_s = [record["val_s"] for record in history if "val_s" in record]
+    left = budget_s - sum(train_s) - sum(val_s)
+    per_epoch = sum(train_s) / done
+    per_validation = sum(val_s) / len(val_s) if val_s else 0.0
+    planned = done
+    while planned < max_epochs:
+        last = planned + 1
+        validations = sum(1 for e in range(done + 1, last + 1) if e % val_every == 0)
+        validations += last % val_every != 0  # the last epoch always validates
+        if (last - done) * per_epoch + validations * per_validation > left:
+            break
+        planned = last
+    return planned
+
+
 def learning_rate_factor(step: int, total_steps: int, schedule: str, warmup_steps: int) -> float:
     """Multiplier of the base learning rate at ``step`` (0-based) of ``total_steps``."""
     if step < warmup_steps:
@@ -99,7 +129,9 @@ class Trainer:
         recipe: the validated recipe.
         out_dir: run folder (created).
         resume: continue from ``out_dir/last.pt`` if it exists. The checkpoint's recipe is
-            used; a recipe that differs from it (other than ``train.epochs``) is an error.
+            used; a recipe that differs from it in other keys than :data:`RESUMABLE_CHANGES`
+            is an error. A budgeted run given another ``train.time_budget_min`` plans its
+            epochs again from its history.
         device: torch device; CUDA when available by default. Under torchrun, this process's
             device (:func:`semseg.engine.distributed.process_group` chooses it).
         progress: show progress bars (on rank 0 only).
@@ -196,9 +228,9 @@ class Trainer:
                 f"{self.world_size} processes"
             )
         self.steps_per_epoch = max(len(self.train_set) // (train.batch_size * self.world_size), 1)
-        self.total_steps = self.steps_per_epoch * train.epochs
         self.state: dict[str, Any] = {
             "epoch": 0,
+            "epochs": train.epochs,
             "step_in_epoch": 0,
             "global_step": 0,
             "best_miou": -1.0,
@@ -211,6 +243,16 @@ class Trainer:
             if self.scaler is not None:
                 self.scaler.load_state_dict(training["grad_scaler"])
             self.state.update({k: training[k] for k in self.state if k in training})
+            stored_budget = checkpoint.recipe["train"].get("time_budget_min")
+            if train.time_budget_min is None:  # a resumed run may be extended
+                self.state["epochs"] = train.epochs
+            elif train.time_budget_min != stored_budget or "epochs" not in training:
+                self.state["epochs"] = planned_epochs(  # another budget: plan again
+                    self.state["history"], 60 * train.time_budget_min, train.epochs,
+                    train.val_every,
+                )  # fmt: skip
+            else:
+                self.state["epochs"] = min(self.state["epochs"], train.epochs)
         self.ema = WeightEma(self.model, train.ema.decay, train.ema.warmup) if train.ema else None
         if self.ema is not None and training is not None:
             self.ema.load_state_dict(training["ema"])
@@ -218,6 +260,11 @@ class Trainer:
         self.network = distributed.data_parallel(
             self.model, find_unused_parameters=train.freeze_encoder_epochs > 0
         )
+
+    @property
+    def total_steps(self) -> int:
+        """Steps of the whole run as planned now (the learning-rate schedule's length)."""
+        return self.steps_per_epoch * self.state["epochs"]
 
     def _make_optimizer(self, encoder: torch.nn.Module | None) -> torch.optim.Optimizer:
         train = self.recipe.train
@@ -279,7 +326,8 @@ class Trainer:
         )
 
     def fit(self) -> Evaluation | None:
-        """Train until ``train.epochs``; returns the last validation result.
+        """Train until ``train.epochs``, or as many as ``train.time_budget_min`` allows;
+        returns the last validation result.
 
         With ``train.threads`` set, PyTorch uses that many threads during the call only.
         """
@@ -292,7 +340,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "recipe.yaml").write_text(yaml.safe_dump(self.recipe.to_dict()))
         evaluation = None
-        while self.state["epoch"] < train.epochs:
+        while self.state["epoch"] < self.state["epochs"]:
             epoch = self.state["epoch"]
             mean_loss, images_per_s, train_s = self._train_epoch(epoch)
             record: dict[str, Any] = {
@@ -305,7 +353,10 @@ class Trainer:
             }
             self.state.update(epoch=epoch + 1, step_in_epoch=0, epoch_loss_sum=0.0)
             self.state["history"].append(record)
-            if (epoch + 1) % train.val_every == 0 or epoch + 1 == train.epochs:
+            if train.time_budget_min is not None:
+                self._plan_epochs()
+                record["epochs_planned"] = self.state["epochs"]
+            if (epoch + 1) % train.val_every == 0 or epoch + 1 == self.state["epochs"]:
                 started = time.perf_counter()
                 evaluation = self.validate()
                 record["val_s"] = time.perf_counter() - started
@@ -321,6 +372,23 @@ class Trainer:
             if self.is_main:
                 self._write_logs()
         return evaluation
+
+    def _plan_epochs(self) -> None:
+        """Sets ``state["epochs"]`` to what fits in ``train.time_budget_min`` (rank 0's plan on
+        every process), saying so when the plan changes."""
+        train = self.recipe.train
+        assert train.time_budget_min is not None
+        plan = planned_epochs(
+            self.state["history"], 60 * train.time_budget_min, train.epochs, train.val_every
+        )
+        plan = distributed.gather_objects(plan)[0]
+        if plan != self.state["epochs"] and self.is_main:
+            per_epoch = sum(r["train_s"] for r in self.state["history"]) / self.state["epoch"]
+            tqdm.write(
+                f"time budget {train.time_budget_min:g} min: {per_epoch:.0f} s per epoch here, "
+                f"training {plan} of {train.epochs} epochs (was {self.state['epochs']})"
+            )
+        self.state["epochs"] = plan
 
     def _save(self, name: str, weights: torch.nn.Module | None = None) -> None:
         """Write checkpoint ``out_dir/name`` with ``weights`` (rank 0 only)."""
@@ -346,7 +414,7 @@ class Trainer:
         self._set_encoder_frozen(epoch < train.freeze_encoder_epochs)
         bar = tqdm(
             loader,
-            desc=f"epoch {epoch + 1}/{train.epochs}",
+            desc=f"epoch {epoch + 1}/{self.state['epochs']}",
             total=self.steps_per_epoch,
             initial=start_step,
             disable=not self.progress,
@@ -506,9 +574,9 @@ def _check_precision_options(sync_batchnorm: bool, precision: str, device: torch
         )
 
 
-RESUMABLE_CHANGES = ("train.epochs", "data.preload")
-"""Recipe keys a resumed run takes from the new recipe: a run may be extended, and preloading
-changes no sample."""
+RESUMABLE_CHANGES = ("train.epochs", "train.time_budget_min", "data.preload")
+"""Recipe keys a resumed run takes from the new recipe: a run may be extended or given more
+time, and preloading changes no sample."""
 
 
 def _resumed_recipe(stored: dict[str, Any], recipe: Recipe, source: Path) -> Recipe:
