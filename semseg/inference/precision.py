@@ -6,7 +6,8 @@ operations autocast keeps in float32 (softmax, losses, reductions) stay there; s
 the softmax, the test-time-augmentation average, the losses and the metrics in float32 in
 every case. On CPUs with AMX tiles bf16 convolutions ran 3-6x faster than fp32 (issue 13,
 ``benchmarks/results/speed.md``); on CPUs with AVX-512 BF16 but no AMX they were measured
-no faster, and without either bf16 is emulated.
+no faster, and without either bf16 is emulated: 11-23x the fp32 time on an AVX2-only AMD
+EPYC (Zen 2; ``benchmarks/results/speed_amd.md``).
 """
 
 from __future__ import annotations
