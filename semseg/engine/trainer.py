@@ -80,6 +80,10 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+PLAN_WINDOW = 3
+"""Epochs whose mean training time :func:`planned_epochs` projects the rest of a run with."""
+
+
 def planned_epochs(
     history: list[dict[str, Any]], budget_s: float, max_epochs: int, val_every: int
 ) -> int:
@@ -87,9 +91,10 @@ def planned_epochs(
 
     ``history``: one record per epoch done, with its ``train_s`` and, where it validated, its
     ``val_s``. The plan is the epochs done plus as many more as the rest of the budget pays for
-    at the mean time per epoch and per validation measured so far (a validation every
-    ``val_every`` epochs and after the last; none counted before the first is measured), at
-    most ``max_epochs`` and at least the epochs done.
+    at the mean time of the last :data:`PLAN_WINDOW` epochs (the machine's speed now, after a
+    slow first epoch or a neighbour that has finished) and the mean validation time (a
+    validation every ``val_every`` epochs and after the last; none counted before the first is
+    measured), at most ``max_epochs`` and at least the epochs done.
     """
     done = len(history)
     if done == 0:
@@ -97,7 +102,8 @@ def planned_epochs(
     train_s = [record["train_s"] for record in history]
     val_s = [record["val_s"] for record in history if "val_s" in record]
     left = budget_s - sum(train_s) - sum(val_s)
-    per_epoch = sum(train_s) / done
+    recent = train_s[-PLAN_WINDOW:]
+    per_epoch = sum(recent) / len(recent)
     per_validation = sum(val_s) / len(val_s) if val_s else 0.0
     planned = done
     while planned < max_epochs:
@@ -383,7 +389,8 @@ class Trainer:
         )
         plan = distributed.gather_objects(plan)[0]
         if plan != self.state["epochs"] and self.is_main:
-            per_epoch = sum(r["train_s"] for r in self.state["history"]) / self.state["epoch"]
+            recent = [r["train_s"] for r in self.state["history"][-PLAN_WINDOW:]]
+            per_epoch = sum(recent) / len(recent)
             tqdm.write(
                 f"time budget {train.time_budget_min:g} min: {per_epoch:.0f} s per epoch here, "
                 f"training {plan} of {train.epochs} epochs (was {self.state['epochs']})"

@@ -27,6 +27,9 @@ def test_plan_counts_epochs_and_validations_left_in_the_budget():
     assert planned_epochs(history, 1e9, 12, 10) == 12
     assert planned_epochs(history, 100.0, 80, 10) == 10
     assert planned_epochs([], 100.0, 80, 10) == 80
+    # the last 3 epochs set the pace: 300 + 300 + 100 + 100 + 100 s done, 1000 s left at 100 s
+    paced = [{"train_s": t} for t in (300.0, 300.0, 100.0, 100.0, 100.0)]
+    assert planned_epochs(paced, 1900.0, 80, 100) == 5 + 10  # no validation measured yet
 
 
 def test_a_budgeted_run_trains_what_fits_and_validates_its_last_epoch(tmp_path, monkeypatch):
