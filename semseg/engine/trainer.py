@@ -249,16 +249,17 @@ class Trainer:
             if self.scaler is not None:
                 self.scaler.load_state_dict(training["grad_scaler"])
             self.state.update({k: training[k] for k in self.state if k in training})
-            stored_budget = checkpoint.recipe["train"].get("time_budget_min")
+            stored = checkpoint.recipe["train"]
             if train.time_budget_min is None:  # a resumed run may be extended
                 self.state["epochs"] = train.epochs
-            elif train.time_budget_min != stored_budget or "epochs" not in training:
-                self.state["epochs"] = planned_epochs(  # another budget: plan again
+            elif "epochs" not in training or (train.time_budget_min, train.epochs) != (
+                stored.get("time_budget_min"),
+                stored.get("epochs"),
+            ):  # another budget or length: plan again from the history
+                self.state["epochs"] = planned_epochs(
                     self.state["history"], 60 * train.time_budget_min, train.epochs,
                     train.val_every,
                 )  # fmt: skip
-            else:
-                self.state["epochs"] = min(self.state["epochs"], train.epochs)
         self.ema = WeightEma(self.model, train.ema.decay, train.ema.warmup) if train.ema else None
         if self.ema is not None and training is not None:
             self.ema.load_state_dict(training["ema"])

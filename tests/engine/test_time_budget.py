@@ -74,6 +74,11 @@ def test_a_budgeted_run_trains_what_fits_and_validates_its_last_epoch(tmp_path, 
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epochs_planned"] for r in records] == [3, 3, 3, 5, 5]
     assert "val" in records[-1]
+    # fewer epochs than the budget allows: the recipe's epochs are the limit
+    shorter = load_recipe("demo", [*overrides, "train.time_budget_min=60", "train.epochs=6"])
+    Trainer(shorter, tmp_path, resume=True, progress=False).fit()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epochs_planned"] for r in records][5:] == [6]
 
 
 def test_the_plan_is_announced_when_it_changes(tmp_path, monkeypatch, capsys):
