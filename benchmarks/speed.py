@@ -199,8 +199,8 @@ def build_engines(
         missing["openvino bf16"] = "no bf16 arithmetic on this CPU"
     if backend_installed("openvino") and not machine.int8_instructions:
         missing["openvino int8 (NNCF)"] = (
-            "refused on CPUs without VNNI: OpenVINO's int8 convolutions saturate there "
-            "(48% of fp32's labels for a trained U-Net on an AVX2-only AMD EPYC)"
+            "refused on CPUs without VNNI: OpenVINO ran a trained U-Net's int8 file to 48% of "
+            "fp32's labels on an AVX2-only AMD EPYC"
         )
     elif backend_installed("openvino"):
         try:

@@ -68,8 +68,9 @@ class Machine:
     @property
     def int8_instructions(self) -> bool:
         """VNNI int8 dot products (AVX-512 VNNI, AVX-VNNI or AMX-INT8). Without them int8
-        convolutions sum pairs of u8 x s8 products in 16 bits, which can saturate; OpenVINO
-        int8 gave wrong labels that way on an AVX2-only AMD EPYC (Zen 2)."""
+        kernels take another path (u8 x s8 pairs summed in 16 bits), and OpenVINO 2026.4 ran an
+        NNCF int8 U-Net to 48% of fp32's labels on an AVX2-only AMD EPYC (Zen 2), where ONNX
+        Runtime ran the same file to 99% (7-bit weights, NNCF's overflow fix, did not help)."""
         return any(self.flags.get(name, False) for name in ("AVX-512 VNNI", "AVX-VNNI", "AMX-INT8"))
 
     @property

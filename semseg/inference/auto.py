@@ -173,8 +173,8 @@ def _precisions(
     if backend == "openvino" and source.int8 and not machine.int8_instructions:
         if explicit_backend:
             raise ValueError(
-                f"{source.name}: OpenVINO's int8 convolutions can saturate on CPUs without "
-                f"VNNI, which {machine.cpu_model} lacks: use --backend onnxruntime"
+                f"{source.name}: OpenVINO computed wrong int8 results on a CPU without VNNI, "
+                f"which {machine.cpu_model} lacks: use --backend onnxruntime"
             )
         return []
     if backend == "onnxruntime" or (backend == "openvino" and source.int8):

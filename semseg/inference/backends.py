@@ -171,7 +171,7 @@ class OpenVinoModel:
         machine = machine or describe_machine()
         if self.int8 and not machine.int8_instructions:
             raise ValueError(
-                f"{self.path}: OpenVINO's int8 convolutions can saturate on CPUs without VNNI "
+                f"{self.path}: OpenVINO computed wrong int8 results on a CPU without VNNI "
                 f"(AVX-512 VNNI, AVX-VNNI or AMX-INT8), which {machine.cpu_model} lacks: run "
                 "this file with --backend onnxruntime, or the fp32 export with --backend openvino"
             )
