@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import albumentations as A
 import numpy as np
 
 from semseg.config import AugmentConfig, DataConfig, LossConfig
@@ -22,12 +23,17 @@ def build_dataset(
     data: DataConfig, split: str, augment: AugmentConfig | None = None, seed: int = 0
 ) -> PairedDataset:
     """The dataset of ``split``; with ``augment``, samples are augmented (training)."""
-    augmentation = train_augmentation(**augment.model_dump()) if augment is not None else None
+    augmentation = _augmentation(augment)
     if data.format == "synthetic":
         length = data.synthetic_train_size if split == "train" else data.synthetic_val_size
         return SyntheticDataset(split, length, data.synthetic_image_size, augmentation, seed)
     files = list_split(_root(data), split, data.format)
     return FileDataset(files, augmentation, seed, data.max_pixels, data.preload)
+
+
+def _augmentation(augment: AugmentConfig | None) -> A.Compose | None:
+    """The paired training augmentation ``augment`` describes; None without one."""
+    return train_augmentation(**augment.model_dump()) if augment is not None else None
 
 
 def check_data(data: DataConfig, splits: Sequence[str], progress: bool = False) -> None:
@@ -80,7 +86,7 @@ def build_datasets(
             build_dataset(data, data.val_split),
         )
     groups = group_split(data)
-    augmentation = train_augmentation(**augment.model_dump()) if augment is not None else None
+    augmentation = _augmentation(augment)
     return TrainValSets(
         FileDataset(groups.train, augmentation, seed, data.max_pixels, data.preload),
         FileDataset(groups.val, max_pixels=data.max_pixels, preload=data.preload),
