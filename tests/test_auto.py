@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import math
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,8 @@ from semseg.inference.auto import (
     candidate_engines,
     choose,
     compile_candidates,
+    measure,
+    softmax_after,
 )
 from semseg.inference.backends import Engine, ModelSource, TorchModel
 from semseg.optional import MissingDependencyError
@@ -131,6 +135,39 @@ def test_compile_is_measured_only_for_long_jobs_and_chosen_only_when_it_pays():
     assert str(choose(torch_only + compiled, probe, images=9_000)) == "torch bf16"
     assert str(choose(torch_only + compiled, probe, images=11_000)) == "torch bf16 compiled"
     assert str(choose(torch_only + compiled, probe)) == "torch bf16"  # unknown count: no compile
+
+
+def test_the_probe_times_the_work_after_each_call_too():
+    """An engine that returns at once but leaves the cores busy (ONNX Runtime's spinning
+    threads) slows the PyTorch softmax after it: the probe must see that time, so the engine
+    whose call is slower but leaves the softmax fast is the faster one end to end."""
+
+    def returns_at_once(images):
+        return torch.ones(1, 2, 4, 4)  # ones: the softmax after it is slowed
+
+    def takes_10_ms(images):
+        time.sleep(0.010)
+        return torch.zeros(1, 2, 4, 4)
+
+    seen: list[float] = []
+
+    def after(logits):
+        seen.append(float(logits.sum()))
+        if float(logits.sum()) > 0:
+            time.sleep(0.030)
+        return softmax_after(logits)
+
+    builders = {"spins": lambda: returns_at_once, "steady": lambda: takes_10_ms}
+    probe, _ = measure(builders, torch.zeros(1, 3, 4, 4), rounds=2, budget_s=10, after=after)
+    assert probe.call_ms["spins"] >= 30 and 10 <= probe.call_ms["steady"] < 30
+    assert len(seen) == 2 * (1 + 2)  # a warm-up and two timed calls each
+
+
+def test_the_softmax_after_a_call_is_the_predictors_fp32_softmax():
+    logits = torch.tensor([0.0, math.log(3.0)], dtype=torch.bfloat16).view(1, 2, 1, 1)
+    probabilities = softmax_after(logits)
+    assert probabilities.dtype == torch.float32
+    assert torch.allclose(probabilities.flatten(), torch.tensor([0.25, 0.75]), atol=2e-3)
 
 
 class FakeProbe:

@@ -9,8 +9,11 @@ chosen by measurement.
 2. **Probe** (:func:`measure`): on the first batch the model is given, each candidate is
    built and run on that batch in turns: one warm-up call, then up to :data:`PROBE_ROUNDS`
    timed calls, stopping once :data:`PROBE_BUDGET_S` have passed after the first round. A
-   candidate's time is its fastest call (load from other processes only adds time); its
-   setup is the time to build it plus what its first call took beyond that.
+   timed call is the engine's call and the PyTorch softmax over its output that the
+   predictor computes next: an engine whose worker threads keep the cores busy after
+   returning (ONNX Runtime's spin) slows that softmax, and its time shows it. A candidate's
+   time is its fastest call (load from other processes only adds time); its setup is the
+   time to build it plus what its first call took beyond that.
 3. **Choice** (:func:`choose`): the least total time for the images at hand, setup plus
    images x time per call; with the number of images unknown, the fastest call. Ties go to
    the earlier candidate. Given the probe's result, the choice is deterministic.
@@ -59,6 +62,8 @@ PROBE_ROUNDS = 3
 PROBE_BUDGET_S = 3.0
 COMPILE_WORTH_S = 600.0
 """Only a job this long (at the best uncompiled speed) measures ``torch.compile``."""
+PROBE_VERSION = 2
+"""Part of the cache key: version 1 timed the engine's call without the softmax after it."""
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 logger = logging.getLogger(__name__)
@@ -223,27 +228,34 @@ def compile_candidates(
     return [Engine("torch", e.precision, compiled=True) for e in engines if e.backend == "torch"]
 
 
+def softmax_after(logits: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) logits -> fp32 probabilities: what the predictor computes after each
+    engine call, timed with it by :func:`measure`."""
+    return logits.float().softmax(1)
+
+
 def measure(
     builders: dict[str, Callable[[], Model]],
     images: torch.Tensor,
     rounds: int = PROBE_ROUNDS,
     budget_s: float = PROBE_BUDGET_S,
+    after: Callable[[torch.Tensor], Any] = softmax_after,
 ) -> tuple[Probe, dict[str, Model]]:
-    """Build each engine and time it on ``images`` in turns; returns the :class:`Probe` and
-    the built models."""
+    """Build each engine and time it on ``images`` in turns, each call followed by ``after``
+    on its output (timed with it); returns the :class:`Probe` and the built models."""
     built: dict[str, Model] = {}
     setup: dict[str, float] = {}
     for name, build in builders.items():
         start = time.perf_counter()
         built[name] = build()
-        built[name](images)
+        after(built[name](images))
         setup[name] = time.perf_counter() - start
     times: dict[str, list[float]] = {name: [] for name in built}
     started = time.perf_counter()
     for _ in range(rounds):
         for name, model in built.items():
             start = time.perf_counter()
-            model(images)
+            after(model(images))
             times[name].append(time.perf_counter() - start)
         if time.perf_counter() - started > budget_s:
             break
@@ -266,7 +278,10 @@ class ProbeCache:
         machine: Machine, source: ModelSource, shape: tuple[int, ...], threads: int, device: str
     ) -> str:
         shape_text = "x".join(str(v) for v in shape)
-        return f"{machine.key}|{source.key}|{shape_text}|threads={threads}|{device}"
+        return (
+            f"probe={PROBE_VERSION}|{machine.key}|{source.key}|{shape_text}|threads={threads}|"
+            f"{device}"
+        )
 
     def _read(self) -> dict[str, Any]:
         try:
