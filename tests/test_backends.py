@@ -132,6 +132,14 @@ def test_onnxruntime_fp32_matches_torch(files, scene, reference):
     assert torch.allclose(logits, reference, atol=FP32_LOGITS)
 
 
+def test_onnxruntime_workers_do_not_spin_after_a_call(files):
+    """Spinning workers would take the cores from the pre- and post-processing between
+    calls; the session runs with the threads asked for and spinning off."""
+    options = OnnxModel(files[1], threads=2).session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2
+
+
 def test_openvino_fp32_matches_torch(files, scene, reference):
     pytest.importorskip("openvino")
     logits = OpenVinoModel(files[1], "fp32")(scene)

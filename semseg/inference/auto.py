@@ -62,8 +62,10 @@ PROBE_ROUNDS = 3
 PROBE_BUDGET_S = 3.0
 COMPILE_WORTH_S = 600.0
 """Only a job this long (at the best uncompiled speed) measures ``torch.compile``."""
-PROBE_VERSION = 2
-"""Part of the cache key: version 1 timed the engine's call without the softmax after it."""
+PROBE_VERSION = 3
+"""Part of the cache key, so that old measurements are not reused: version 1 timed the
+engine's call without the softmax after it; version 2 timed ONNX Runtime with spinning
+workers."""
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 logger = logging.getLogger(__name__)

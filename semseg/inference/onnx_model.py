@@ -48,6 +48,11 @@ class OnnxModel:
         options = onnxruntime.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
+        # ONNX Runtime's idle workers spin for a while after each call by default, taking the
+        # cores from the decoding, normalising and argmax around it: measured on a 2-core
+        # AMD EPYC, no spinning ran the real-time model 41-43 FPS end to end against 29-31,
+        # with the same time per call (benchmarks/results/speed_amd_zen4.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = onnxruntime.InferenceSession(
                 str(self.path), options, providers=["CPUExecutionProvider"]
