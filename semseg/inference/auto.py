@@ -37,7 +37,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,16 +201,24 @@ def _precisions(
     return wanted
 
 
-def choose(engines: list[Engine], probe: Probe, images: int | None = None) -> Engine:
+def choose(
+    engines: list[Engine],
+    probe: Probe,
+    images: int | None = None,
+    built: Collection[str] = (),
+) -> Engine:
     """The engine of least total time: ``setup + images x call`` for a known number of
-    images, else the fastest call; ties go to the earlier engine. Every engine must have been
-    measured (compiled engines are compared only for a known number of images)."""
+    images, else the fastest call; ties go to the earlier engine. The engines named in
+    ``built`` (``str(engine)``: built by the probe just now) have paid their setup. Every
+    engine must have been measured (compiled engines are compared only for a known number of
+    images)."""
 
     def cost(engine: Engine) -> float:
         call_s = probe.call_ms[str(engine)] / 1000
         if images is None:
             return call_s
-        return probe.setup_s.get(str(engine), 0.0) + images * call_s
+        setup_s = 0.0 if str(engine) in built else probe.setup_s.get(str(engine), 0.0)
+        return setup_s + images * call_s
 
     if images is None:
         engines = [engine for engine in engines if not engine.compiled]
@@ -394,6 +402,6 @@ class AutoModel:
                 self.cache.put(key, probe)
             if round_ == 0:
                 engines += compile_candidates(engines, probe, self.images, self.device)
-        engine = choose(engines, probe, self.images)
+        engine = choose(engines, probe, self.images, built)
         model = built[str(engine)] if str(engine) in built else self._build(engine)
         return model, Choice(engine, shape, probe, not built, self.images)
