@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from semseg.checkpoint import Checkpoint
-from semseg.data.transforms import to_tensor
+from semseg.data.transforms import normalise
 from semseg.inference.backends import Engine, TorchModel, build_engine, model_source
 from semseg.inference.tta import (
     InferenceOptions,
@@ -179,7 +179,8 @@ class Predictor:
         sizes = sorted({image.shape[:2] for image in images})
         if len(sizes) != 1:
             raise ValueError(f"predict_batch needs images of one size, got sizes {sizes}")
-        batch = torch.stack([to_tensor(image, self.mean, self.std) for image in images])
+        arrays = [normalise(image, self.mean, self.std) for image in images]
+        batch = torch.from_numpy(arrays[0][None] if len(arrays) == 1 else np.stack(arrays))
         batch = batch.to(self.device)
         if not probabilities:
             # The engine's output as it is: max over channels is as fast on channels-last

@@ -38,6 +38,27 @@ def test_read_png(tmp_path, rgb):
     image[0, 0] = 0  # writable: callers may draw on it
 
 
+def test_an_rgb_png_is_decoded_by_opencv_and_pillow_takes_over_when_it_fails(
+    tmp_path, rgb, monkeypatch
+):
+    import cv2
+
+    from semseg.data import io
+
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    calls = []
+    decode = cv2.imdecode
+    monkeypatch.setattr(io.cv2, "imdecode", lambda *a: calls.append(1) or decode(*a))
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), rgb)
+    assert calls == [1]
+    monkeypatch.setattr(io.cv2, "imdecode", lambda *a: calls.append(2))  # OpenCV gives up
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), rgb)
+    assert calls == [1, 2]
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "g.png")  # not RGB: Pillow alone
+    assert read_image(tmp_path / "g.png").shape == (*rgb.shape[:2], 3)
+    assert calls == [1, 2]
+
+
 def test_read_jpeg_close_to_original(tmp_path):
     # flat 8x8 blocks and no chroma subsampling: JPEG loses almost nothing
     colours = np.random.default_rng(1).integers(0, 256, (2, 3, 3), dtype=np.uint8)

@@ -37,6 +37,16 @@ def test_to_tensor_matches_numpy(pair):
     np.testing.assert_allclose(tensor.numpy(), expected, rtol=0, atol=1e-5)
 
 
+def test_to_tensor_is_contiguous_and_exact_for_every_uint8_value():
+    """The lookup table against float32 arithmetic in NumPy, value by value."""
+    image = np.stack([np.arange(256, dtype=np.uint8)] * 3, axis=1).reshape(16, 16, 3)
+    tensor = to_tensor(image)
+    assert tensor.is_contiguous() and tensor.shape == (3, 16, 16)
+    mean, std = np.float32(IMAGENET_MEAN), np.float32(IMAGENET_STD)
+    expected = (image.astype(np.float32) / np.float32(255) - mean) / std
+    np.testing.assert_array_equal(tensor.numpy(), expected.transpose(2, 0, 1))
+
+
 def test_to_tensor_custom_statistics(pair):
     image = pair[0]
     tensor = to_tensor(image, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
