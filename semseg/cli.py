@@ -497,10 +497,10 @@ def export(
         from semseg.inference.backends import Engine, build_engine, model_source
 
         machine = describe_machine()
-        if backend == "openvino" and images and not machine.int8_instructions:
+        if backend == "openvino" and images and not machine.openvino_int8:
             click.echo(
-                f"OpenVINO does not run int8 files on {machine.cpu_model} (no VNNI); "
-                "checking with onnxruntime instead"
+                f"OpenVINO does not run int8 files on {machine.cpu_model} (no AMX-INT8 or "
+                "AVX-VNNI); checking with onnxruntime instead"
             )
             backend = "onnxruntime"
         engine = build_engine(model_source(out), Engine(backend, precision))
@@ -844,8 +844,14 @@ def info(checkpoint: str | None, size: tuple[int, int], threads: int | None) -> 
         "auto inference choice: the fastest candidate measured on the first image (once per "
         "machine, model and size; cached)"
     )
-    precision, reason = training_precision("auto", cpu, machine)
-    click.echo(f"auto training precision (train.precision=auto): {precision} ({reason})")
+    if machine.bf16_instructions:
+        click.echo(
+            "auto training precision (train.precision=auto): the faster of fp32 and bf16, "
+            "measured on the model at the start of each run"
+        )
+    else:
+        precision, reason = training_precision("auto", cpu, machine)
+        click.echo(f"auto training precision (train.precision=auto): {precision} ({reason})")
     if checkpoint is not None:
         from semseg.inference.predictor import Predictor
 

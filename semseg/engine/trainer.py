@@ -29,11 +29,12 @@ process resumes from the same ``last.pt``, which must therefore be on a shared f
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -172,13 +173,8 @@ class Trainer:
         _check_same_start(training, last, self.world_size)
         self.recipe = recipe
         train = recipe.train
-        self.precision, self.precision_reason = training_precision(
-            train.precision, self.device, describe_machine()
-        )
-        _check_precision_options(train.sync_batchnorm, self.precision, self.device)
-        self.channels_last = train.channels_last or (
-            self.precision == "bf16" and self.device.type == "cpu"
-        )
+        if train.precision != "auto":  # checked before the data are read
+            _check_precision_options(train.sync_batchnorm, train.precision, self.device)
 
         check_data(recipe.data, (recipe.data.train_split, recipe.data.val_split), self.progress)
         datasets = build_datasets(recipe.data, recipe.augment, seed=recipe.seed)
@@ -206,6 +202,24 @@ class Trainer:
             )
             if self.is_main:
                 print(transfer.report(), flush=True)
+        self.class_weights = (
+            training["class_weights"]
+            if training is not None
+            else build_class_weights(recipe.loss, self.train_set)
+        )
+        self.loss = build_loss(recipe.loss, self.class_weights, self.labels.ignore_index).to(
+            self.device
+        )
+        # The per-process batch shrinks when the train split is smaller than the global batch.
+        self.batch_size = min(train.batch_size, len(self.train_set) // self.world_size)
+        if self.batch_size < 1:
+            raise ValueError(
+                f"the train split has {len(self.train_set)} images, fewer than the "
+                f"{self.world_size} processes"
+            )
+        self.precision, self.precision_reason = self._training_precision(training)
+        _check_precision_options(train.sync_batchnorm, self.precision, self.device)
+        self.channels_last = self._channels_last(self.precision)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if train.sync_batchnorm and self.world_size > 1:
@@ -216,23 +230,8 @@ class Trainer:
                 f"train.freeze_encoder_epochs needs a model with an encoder; "
                 f"{recipe.model.name!r} has none"
             )
-        self.class_weights = (
-            training["class_weights"]
-            if training is not None
-            else build_class_weights(recipe.loss, self.train_set)
-        )
-        self.loss = build_loss(recipe.loss, self.class_weights, self.labels.ignore_index).to(
-            self.device
-        )
         self.optimizer = self._make_optimizer(encoder)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
-        # The per-process batch shrinks when the train split is smaller than the global batch.
-        self.batch_size = min(train.batch_size, len(self.train_set) // self.world_size)
-        if self.batch_size < 1:
-            raise ValueError(
-                f"the train split has {len(self.train_set)} images, fewer than the "
-                f"{self.world_size} processes"
-            )
         self.steps_per_epoch = max(len(self.train_set) // (train.batch_size * self.world_size), 1)
         self.state: dict[str, Any] = {
             "epoch": 0,
@@ -267,6 +266,48 @@ class Trainer:
         self.network = distributed.data_parallel(
             self.model, find_unused_parameters=train.freeze_encoder_epochs > 0
         )
+
+    def _channels_last(self, precision: str) -> bool:
+        return self.recipe.train.channels_last or (
+            precision == "bf16" and self.device.type == "cpu"
+        )
+
+    def _training_precision(self, training: dict[str, Any] | None) -> tuple[str, str]:
+        """:func:`training_precision`, measured on this model; a resumed run keeps the
+        precision it started in, and every process takes rank 0's."""
+        setting = self.recipe.train.precision
+        if training is not None and "precision" in training:
+            return training["precision"], f"resumed in it (train.precision={setting})"
+        with torch_threads(self.recipe.train.threads):  # measured as fit() will train
+            choice = training_precision(setting, self.device, describe_machine(), self._step_ms)
+        return distributed.gather_objects(choice)[0]
+
+    def _step_ms(self, precision: str) -> float:
+        """Milliseconds of one training step in ``precision``: the fastest of two after a
+        warm-up, forward, float32 loss and backward on a copy of the model in the memory
+        layout it would train in, on a random batch of the crop size. The optimiser step,
+        on float32 weights in both precisions, is left out. The model, its gradients and the
+        random streams are left as they were."""
+        height, width = self.recipe.augment.crop_size
+        model = copy.deepcopy(self.model).train()
+        layout = torch.channels_last if self._channels_last(precision) else torch.contiguous_format
+        model = model.to(memory_format=layout)
+        dtype = AUTOCAST_DTYPES.get(precision)
+        times = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            images = torch.randn(self.batch_size, 3, height, width, device=self.device)
+            images = images.contiguous(memory_format=layout)
+            classes = self.labels.num_classes
+            masks = torch.randint(0, classes, (self.batch_size, height, width), device=self.device)
+            for _ in range(3):
+                start = time.perf_counter()
+                with torch.autocast(self.device.type, dtype, enabled=dtype is not None):
+                    logits = model(images)
+                self.loss(logits.float(), masks).backward()
+                model.zero_grad(set_to_none=True)
+                times.append(time.perf_counter() - start)
+        return 1000 * min(times[1:])
 
     @property
     def total_steps(self) -> int:
@@ -328,6 +369,7 @@ class Trainer:
                 "grad_scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "class_weights": self.class_weights,
                 "world_size": self.world_size,
+                "precision": self.precision,
                 "ema": self.ema.state_dict() if self.ema is not None else None,
             },
         )
@@ -551,21 +593,39 @@ def _check_same_start(training: dict[str, Any] | None, source: Path, world_size:
         )
 
 
-def training_precision(setting: str, device: torch.device, machine: Machine) -> tuple[str, str]:
+def training_precision(
+    setting: str,
+    device: torch.device,
+    machine: Machine,
+    step_ms: Callable[[str], float] | None = None,
+) -> tuple[str, str]:
     """The precision a run with ``train.precision`` = ``setting`` trains in, and why.
 
-    ``auto`` is bf16 on a CPU with AMX-BF16 and on a CUDA device that supports bf16, fp32
-    elsewhere: on CPUs without AMX bf16 autocast was measured no faster than fp32. Training
-    is not probed: a measurement would cost training steps.
+    ``auto`` is bf16 on a CUDA device that supports it; on a CPU with bf16 arithmetic
+    (AVX-512 BF16 or AMX) the faster of the two as ``step_ms(precision)`` measures one training
+    step of the model (bf16 only when strictly faster: it is slower for depthwise-heavy models
+    on both kinds of CPU measured, 1.6-2.6x faster for dense ones); fp32 on other CPUs, where
+    bf16 is emulated in software (a step 11-23x slower, measured). Deterministic given what
+    ``step_ms`` returns.
+
+    Raises:
+        ValueError: ``auto`` on a CPU with bf16 arithmetic and no ``step_ms``.
     """
     if setting != "auto":
         return setting, f"train.precision={setting}"
     if device.type == "cuda":
         bf16 = torch.cuda.is_bf16_supported()
         return ("bf16" if bf16 else "fp32"), f"auto: {device} {'has' if bf16 else 'has no'} bf16"
-    if device.type == "cpu" and machine.amx:
-        return "bf16", f"auto: {machine.cpu_model} has AMX-BF16"
-    return "fp32", f"auto: {machine.cpu_model} has no AMX-BF16"
+    if device.type != "cpu" or not machine.bf16_instructions:
+        return "fp32", f"auto: {machine.cpu_model} has no bf16 arithmetic (AVX-512 BF16 or AMX)"
+    if step_ms is None:
+        raise ValueError("train.precision=auto on a CPU with bf16 arithmetic needs step_ms")
+    fp32_ms, bf16_ms = step_ms("fp32"), step_ms("bf16")
+    chosen = "bf16" if bf16_ms < fp32_ms else "fp32"
+    return chosen, (
+        f"auto: a training step took {bf16_ms:.0f} ms in bf16 and {fp32_ms:.0f} ms in fp32 "
+        f"on {machine.cpu_model}"
+    )
 
 
 def _check_precision_options(sync_batchnorm: bool, precision: str, device: torch.device) -> None:

@@ -45,12 +45,61 @@ def test_amp_and_precision_that_disagree_or_bad_values_are_named():
         load_recipe("demo", ["train.precision=int8"])
 
 
-def test_auto_is_bf16_only_with_amx_on_the_cpu():
+def test_auto_on_the_cpu_is_the_faster_measured_step_where_bf16_is_native():
     cpu = torch.device("cpu")
-    assert training_precision("auto", cpu, machine(amx=True)) == ("bf16", "auto: Xeon has AMX-BF16")
-    assert training_precision("auto", cpu, machine(amx=False))[0] == "fp32"
+    asked: list[str] = []
+
+    def step_ms(times: dict[str, float]):
+        return lambda precision: asked.append(precision) or times[precision]
+
+    faster_bf16 = step_ms({"fp32": 900.0, "bf16": 500.0})
+    assert training_precision("auto", cpu, machine(amx=True), faster_bf16) == (
+        "bf16", "auto: a training step took 500 ms in bf16 and 900 ms in fp32 on Xeon"
+    )  # fmt: skip
+    slower_bf16 = step_ms({"fp32": 300.0, "bf16": 400.0})
+    assert training_precision("auto", cpu, machine(amx=True), slower_bf16)[0] == "fp32"
+    tie = step_ms({"fp32": 300.0, "bf16": 300.0})
+    assert training_precision("auto", cpu, machine(amx=True), tie)[0] == "fp32"
+    assert asked == ["fp32", "bf16"] * 3
+    # AVX-512 BF16 without AMX is measured too; no bf16 arithmetic at all is fp32 unmeasured.
+    assert training_precision("auto", cpu, machine(amx=False), faster_bf16)[0] == "bf16"
+    no_bf16 = Machine("Zen 2", dict.fromkeys(CPU_FLAGS, False) | {"AVX2": True}, 2, 2, {}, "")
+    assert training_precision("auto", cpu, no_bf16, faster_bf16) == (
+        "fp32", "auto: Zen 2 has no bf16 arithmetic (AVX-512 BF16 or AMX)"
+    )  # fmt: skip
+    assert len(asked) == 8
     assert training_precision("fp32", cpu, machine(amx=True))[0] == "fp32"
-    assert training_precision("bf16", cpu, machine(amx=False))[0] == "bf16"
+    assert training_precision("bf16", cpu, no_bf16)[0] == "bf16"
+    with pytest.raises(ValueError, match="needs step_ms"):
+        training_precision("auto", cpu, machine(amx=True))
+
+
+def test_the_trainers_measured_step_leaves_the_model_and_random_streams_alone(tmp_path):
+    trainer = Trainer(load_recipe("demo", TINY), tmp_path, progress=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    state = torch.get_rng_state()
+    for precision in ("fp32", "bf16"):
+        assert trainer._step_ms(precision) > 0
+    assert torch.equal(torch.get_rng_state(), state)
+    after = trainer.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics too
+    assert all(p.grad is None for p in trainer.model.parameters())
+
+
+def test_a_resumed_auto_run_keeps_the_precision_it_started_in(tmp_path, monkeypatch):
+    from semseg.engine import trainer as trainer_module
+
+    recipe = load_recipe("demo", [*TINY, "train.precision=auto"])
+    monkeypatch.setattr(trainer_module, "describe_machine", lambda: machine(amx=True))
+    monkeypatch.setattr(Trainer, "_step_ms", lambda self, p: {"fp32": 2.0, "bf16": 1.0}[p])
+    first = Trainer(recipe, tmp_path, progress=False)
+    assert first.precision == "bf16" and first.channels_last
+    first.fit()
+    monkeypatch.setattr(Trainer, "_step_ms", lambda self, p: {"fp32": 1.0, "bf16": 2.0}[p])
+    resumed = Trainer(recipe, tmp_path, resume=True, progress=False)
+    assert resumed.precision == "bf16"
+    assert resumed.precision_reason == "resumed in it (train.precision=auto)"
+    assert Trainer(recipe, tmp_path / "fresh", progress=False).precision == "fp32"
 
 
 def test_a_bf16_step_keeps_float32_weights_and_loss(tmp_path):
