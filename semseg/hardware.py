@@ -66,12 +66,14 @@ class Machine:
         return self.amx or self.flags.get("AVX-512 BF16", False)
 
     @property
-    def int8_instructions(self) -> bool:
-        """VNNI int8 dot products (AVX-512 VNNI, AVX-VNNI or AMX-INT8). Without them int8
-        kernels take another path (u8 x s8 pairs summed in 16 bits), and OpenVINO 2026.4 ran an
-        NNCF int8 U-Net to 48% of fp32's labels on an AVX2-only AMD EPYC (Zen 2), where ONNX
-        Runtime ran the same file to 99% (7-bit weights, NNCF's overflow fix, did not help)."""
-        return any(self.flags.get(name, False) for name in ("AVX-512 VNNI", "AVX-VNNI", "AMX-INT8"))
+    def openvino_int8(self) -> bool:
+        """OpenVINO's int8 kernels were measured correct on this kind of CPU: AMX-INT8 or
+        AVX-VNNI (the Intel Xeon seen here; an NNCF int8 model kept 99.3% of fp32's labels).
+        OpenVINO 2026.4 ran an NNCF int8 U-Net to 48% of fp32's labels on two AMD EPYCs, an
+        AVX2-only Zen 2 and a Zen 4 with AVX-512 VNNI, where ONNX Runtime ran the same file to
+        99% (7-bit weights, NNCF's overflow fix, did not help); so AVX-512 VNNI alone is not
+        taken as enough."""
+        return any(self.flags.get(name, False) for name in ("AVX-VNNI", "AMX-INT8"))
 
     @property
     def key(self) -> str:

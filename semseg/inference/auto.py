@@ -4,8 +4,8 @@ chosen by measurement.
 1. **Candidates** (:func:`candidate_engines`, from the CPU's features and what is installed):
    every :class:`~semseg.inference.backends.Engine` the request allows. bf16 is a candidate
    only on CPUs with bf16 arithmetic (AVX-512 BF16 or AMX); ONNX Runtime and OpenVINO only
-   where installed and on the CPU (OpenVINO for an int8 file only with VNNI); torch only for
-   checkpoints.
+   where installed and on the CPU (OpenVINO for an int8 file only with AMX-INT8 or
+   AVX-VNNI); torch only for checkpoints.
 2. **Probe** (:func:`measure`): on the first batch the model is given, each candidate is
    built and run on that batch in turns: one warm-up call, then up to :data:`PROBE_ROUNDS`
    timed calls, stopping once :data:`PROBE_BUDGET_S` have passed after the first round. A
@@ -127,8 +127,8 @@ def candidate_engines(
     Raises:
         ValueError: an explicit backend or precision that cannot run this model here (torch
             for an ONNX file, ONNX Runtime with bf16, OpenVINO bf16 without bf16 arithmetic
-            or on an int8 file, OpenVINO on an int8 file without VNNI, ONNX Runtime or
-            OpenVINO on a GPU).
+            or on an int8 file, OpenVINO on an int8 file without AMX-INT8 or AVX-VNNI, ONNX
+            Runtime or OpenVINO on a GPU).
         MissingDependencyError: an explicit backend that is not installed.
     """
     check_backend(backend)
@@ -177,11 +177,11 @@ def _precisions(
         wanted = [p for p in PRECISIONS if p == "fp32" or bf16_hardware]
     else:
         wanted = [precision]
-    if backend == "openvino" and source.int8 and not machine.int8_instructions:
+    if backend == "openvino" and source.int8 and not machine.openvino_int8:
         if explicit_backend:
             raise ValueError(
-                f"{source.name}: OpenVINO computed wrong int8 results on a CPU without VNNI, "
-                f"which {machine.cpu_model} lacks: use --backend onnxruntime"
+                f"{source.name}: OpenVINO computed wrong int8 results on CPUs without "
+                f"AMX-INT8 or AVX-VNNI, which {machine.cpu_model} lacks: use --backend onnxruntime"
             )
         return []
     if backend == "onnxruntime" or (backend == "openvino" and source.int8):

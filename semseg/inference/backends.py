@@ -138,7 +138,7 @@ class OpenVinoModel:
             fp32.
         threads: ``INFERENCE_NUM_THREADS`` (default: OpenVINO's, one per core).
         machine: the CPU (default: this one), checked for bf16 arithmetic and, for an int8
-            file, VNNI (:attr:`~semseg.hardware.Machine.int8_instructions`).
+            file, AMX-INT8 or AVX-VNNI (:attr:`~semseg.hardware.Machine.openvino_int8`).
 
     Attributes:
         labels, mean, std, output_stride, int8: from the file's metadata.
@@ -147,9 +147,9 @@ class OpenVinoModel:
         MissingDependencyError: OpenVINO is not installed.
         OnnxModelError: the file is missing or lacks semseg metadata.
         ValueError: bf16 on a CPU without bf16 arithmetic (OpenVINO would run fp32 instead
-            of what was asked), bf16 for an int8 file, or an int8 file on a CPU without VNNI
-            (there a U-Net's int8 file gave 48% of fp32's labels on OpenVINO 2026.4 and 99%
-            on ONNX Runtime).
+            of what was asked), bf16 for an int8 file, or an int8 file on a CPU without
+            AMX-INT8 or AVX-VNNI (on two AMD EPYCs a U-Net's int8 file gave 48% of fp32's labels
+            on OpenVINO 2026.4 and 99% on ONNX Runtime).
     """
 
     def __init__(
@@ -169,10 +169,10 @@ class OpenVinoModel:
         self.output_stride = int(metadata["output_stride"])
         self.int8 = "quantization" in metadata
         machine = machine or describe_machine()
-        if self.int8 and not machine.int8_instructions:
+        if self.int8 and not machine.openvino_int8:
             raise ValueError(
-                f"{self.path}: OpenVINO computed wrong int8 results on a CPU without VNNI "
-                f"(AVX-512 VNNI, AVX-VNNI or AMX-INT8), which {machine.cpu_model} lacks: run "
+                f"{self.path}: OpenVINO computed wrong int8 results on CPUs without AMX-INT8 "
+                f"or AVX-VNNI (AMD EPYCs among them), which {machine.cpu_model} lacks: run "
                 "this file with --backend onnxruntime, or the fp32 export with --backend openvino"
             )
         if precision == "bf16":
