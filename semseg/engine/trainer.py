@@ -273,10 +273,10 @@ class Trainer:
         )
 
     def _training_precision(self, training: dict[str, Any] | None) -> tuple[str, str]:
-        """:func:`training_precision`, measured on this model; a resumed run keeps the
-        precision it started in, and every process takes rank 0's."""
+        """:func:`training_precision`, measured on this model; a resumed ``auto`` run keeps
+        the precision it started in, and every process takes rank 0's."""
         setting = self.recipe.train.precision
-        if training is not None and "precision" in training:
+        if setting == "auto" and training is not None and "precision" in training:
             return training["precision"], f"resumed in it (train.precision={setting})"
         with torch_threads(self.recipe.train.threads):  # measured as fit() will train
             choice = training_precision(setting, self.device, describe_machine(), self._step_ms)
