@@ -173,8 +173,8 @@ class Trainer:
         _check_same_start(training, last, self.world_size)
         self.recipe = recipe
         train = recipe.train
-        if train.precision != "auto":  # checked before the data are read
-            _check_precision_options(train.sync_batchnorm, train.precision, self.device)
+        # Checked before the data are read; auto resolves to fp32 or bf16, which pass.
+        _check_precision_options(train.sync_batchnorm, train.precision, self.device)
 
         check_data(recipe.data, (recipe.data.train_split, recipe.data.val_split), self.progress)
         datasets = build_datasets(recipe.data, recipe.augment, seed=recipe.seed)
@@ -218,7 +218,6 @@ class Trainer:
                 f"{self.world_size} processes"
             )
         self.precision, self.precision_reason = self._training_precision(training)
-        _check_precision_options(train.sync_batchnorm, self.precision, self.device)
         self.channels_last = self._channels_last(self.precision)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
