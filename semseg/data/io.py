@@ -103,20 +103,20 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         ImageReadError: naming the file, when it is missing, truncated or not an image.
     """
     with open_image(path, max_pixels) as image:
-        decoded = _decode_rgb_png(image, Path(path))
+        decoded = _decode_rgb_png(image)
         return decoded if decoded is not None else np.array(image.convert("RGB"))
 
 
-def _decode_rgb_png(image: Image.Image, path: Path) -> np.ndarray | None:
+def _decode_rgb_png(image: Image.Image) -> np.ndarray | None:
     """The pixels of an 8-bit RGB PNG (the usual dataset frame) decoded by OpenCV, which took
     4.1-4.6 ms for a 360x480 CamVid frame where Pillow and its copy to an array took 6.4-6.9
     (2-core AMD EPYC); the same pixels, a lossless format. None for any other image, and for
     a file OpenCV cannot decode, which Pillow then decodes or names in its error."""
     if image.format != "PNG" or image.mode != "RGB" or image.tile[0].args != "RGB":
         return None  # palette, grey, alpha and 16-bit PNGs keep Pillow's conversions
-    bgr = cv2.imdecode(
-        np.fromfile(path, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    )
+    image.fp.seek(0)  # the file Pillow has open; its own decoding seeks to its data again
+    data = np.frombuffer(image.fp.read(), np.uint8)
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None or bgr.shape != (image.height, image.width, 3):
         return None
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
